@@ -1,0 +1,247 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * common.h - maps and helpers every feature object shares.
+ *
+ * Each bpf/<feature>.bpf.c is its own object so that a hook the kernel lacks
+ * disables one feature, not the agent.  They all declare the maps below; the
+ * loader creates them once and hands the same fds to every later object
+ * (bpf_map__reuse_fd), so all features aggregate into one `edges` map.
+ */
+#ifndef FLOWLENS_COMMON_H
+#define FLOWLENS_COMMON_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "core.h"
+#include "flowlens.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define SOCK_STREAM 1
+#define SOCK_DGRAM 2
+
+/* Max entries is a setting: the loader resizes it before load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct fl_edge_key);
+	__type(value, struct fl_edge_val);
+} edges SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct fl_sock);
+} socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FL_STATS);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+const volatile struct fl_config cfg = {};
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+static __always_inline void stat_inc(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+
+	if (v)
+		*v += 1; /* per-CPU slot: no atomic needed */
+}
+
+/* floor(log2(v)) for v > 0, branch-free so the verifier sees no loop. */
+static __always_inline __u32 log2_u64(__u64 v)
+{
+	__u32 r, shift;
+
+	r = (v > 0xFFFFFFFFULL) << 5; v >>= r;
+	shift = (v > 0xFFFF) << 4; v >>= shift; r |= shift;
+	shift = (v > 0xFF) << 3; v >>= shift; r |= shift;
+	shift = (v > 0xF) << 2; v >>= shift; r |= shift;
+	shift = (v > 0x3) << 1; v >>= shift; r |= shift;
+	return r | (__u32)(v >> 1);
+}
+
+/* Bucket of a duration in microseconds, see FL_HIST_BUCKETS in flowlens.h. */
+static __always_inline __u32 hist_bucket(__u64 us)
+{
+	__u32 b;
+
+	if (us <= (1ULL << FL_HIST_MIN_SHIFT))
+		return 0;
+	b = log2_u64(us - 1) + 1 - FL_HIST_MIN_SHIFT;
+	return b < FL_HIST_BUCKETS - 1 ? b : FL_HIST_BUCKETS - 1;
+}
+
+static __always_inline int is_ephemeral(__u16 port)
+{
+	return port >= cfg.ephemeral_lo && port <= cfg.ephemeral_hi;
+}
+
+/*
+ * Role of a socket we saw no handshake for (it predates the agent, or UDP
+ * with no first event yet): the end whose port is ephemeral is the client;
+ * if both or neither are, the lower port is taken as the server's.
+ */
+static __always_inline __u8 guess_role(__u16 lport, __u16 rport)
+{
+	int le = is_ephemeral(lport), re = is_ephemeral(rport);
+
+	if (le != re)
+		return le ? FL_ROLE_CLIENT : FL_ROLE_SERVER;
+	return lport > rport ? FL_ROLE_CLIENT : FL_ROLE_SERVER;
+}
+
+static __always_inline void v4_mapped(__u8 *dst, __u32 addr)
+{
+	__u32 *d = (__u32 *)dst;
+
+	d[0] = 0;
+	d[1] = 0;
+	d[2] = bpf_htonl(0x0000ffff);
+	d[3] = addr;
+}
+
+/* IPv6 as is; a dual-stack socket talking IPv4 already holds ::ffff:a.b.c.d,
+ * so it aggregates with its IPv4 twins. */
+static __always_inline void copy_v6(__u8 *dst, const struct in6_addr *src)
+{
+	__u32 *d = (__u32 *)dst;
+
+	d[0] = src->in6_u.u6_addr32[0];
+	d[1] = src->in6_u.u6_addr32[1];
+	d[2] = src->in6_u.u6_addr32[2];
+	d[3] = src->in6_u.u6_addr32[3];
+}
+
+/* Socket we count: an AF_INET/AF_INET6 TCP stream or UDP datagram socket. */
+static __always_inline __u8 sock_proto(const struct sock *sk)
+{
+	__u16 family = sk->__sk_common.skc_family;
+	__u16 proto = sk->sk_protocol;
+
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	if (proto == IPPROTO_TCP && sk->sk_type == SOCK_STREAM)
+		return IPPROTO_TCP;
+	if (proto == IPPROTO_UDP && sk->sk_type == SOCK_DGRAM)
+		return IPPROTO_UDP;
+	return 0;
+}
+
+static __always_inline struct fl_sock *sock_state(const struct sock *sk, int create)
+{
+	struct fl_sock *s;
+
+	s = bpf_sk_storage_get(&socks, (void *)sk, 0,
+			       create ? BPF_SK_STORAGE_GET_F_CREATE : 0);
+	if (!s && create)
+		stat_inc(FL_STAT_SK_NOSTORAGE);
+	return s;
+}
+
+/*
+ * Fill `key` for socket `sk` whose local end plays `role`.  The remote end is
+ * the socket's connected peer; callers override it for unconnected UDP.
+ * Returns the local and remote ports through *lport / *rport.
+ */
+static __always_inline void edge_key(struct fl_edge_key *key, const struct sock *sk,
+				     __u8 proto, __u16 *lport, __u16 *rport)
+{
+	const struct sock_common *c = &sk->__sk_common;
+	struct cgroup *cg = sk->sk_cgrp_data.cgroup;
+
+	__builtin_memset(key, 0, sizeof(*key));
+	key->cgroup = cg ? cg->kn->id : 0;
+	key->proto = proto;
+	if (c->skc_family == AF_INET) {
+		v4_mapped(key->laddr, c->skc_rcv_saddr);
+		v4_mapped(key->raddr, c->skc_daddr);
+	} else {
+		copy_v6(key->laddr, &c->skc_v6_rcv_saddr);
+		copy_v6(key->raddr, &c->skc_v6_daddr);
+	}
+	*lport = c->skc_num;
+	*rport = bpf_ntohs(c->skc_dport);
+}
+
+static __always_inline void set_role(struct fl_edge_key *key, __u8 role,
+				     __u16 lport, __u16 rport)
+{
+	key->role = role;
+	key->port = role == FL_ROLE_SERVER ? lport : rport;
+}
+
+/* Find or create the aggregate of `key`; NULL (and counted) when full. */
+static __always_inline struct fl_edge_val *edge_val(struct fl_edge_key *key)
+{
+	static const struct fl_edge_val zero = {};
+	struct fl_edge_val *v;
+
+	v = bpf_map_lookup_elem(&edges, key);
+	if (v)
+		return v;
+	/* NOEXIST: a concurrent insert of the same key wins, we then look it up. */
+	bpf_map_update_elem(&edges, key, &zero, BPF_NOEXIST);
+	v = bpf_map_lookup_elem(&edges, key);
+	if (!v)
+		stat_inc(FL_STAT_EDGE_FULL);
+	return v;
+}
+
+/* Key of a connected TCP socket, role from its state or guessed from ports. */
+static __always_inline struct fl_edge_val *tcp_edge(const struct sock *sk, struct fl_sock *s)
+{
+	struct fl_edge_key key;
+	__u16 lport, rport;
+	__u8 role;
+
+	edge_key(&key, sk, IPPROTO_TCP, &lport, &rport);
+	role = s && s->role ? s->role : guess_role(lport, rport);
+	set_role(&key, role, lport, rport);
+	return edge_val(&key);
+}
+
+static __always_inline void hist_add(__u64 *hist, __u64 us)
+{
+	__u32 b = hist_bucket(us);
+
+	/* clang knows b < FL_HIST_BUCKETS and drops a plain re-check, but the
+	 * verifier cannot follow the log2 arithmetic: hide b behind an empty asm
+	 * so the compare is emitted on the register used as the index. */
+	asm volatile("" : "+r"(b));
+	if (b < FL_HIST_BUCKETS)
+		__sync_fetch_and_add(&hist[b], 1);
+}
+
+/* Sample the smoothed RTT of a TCP socket, at most once per cfg.rtt_interval_ns. */
+static __always_inline void rtt_sample(const struct sock *sk, struct fl_sock *s,
+				       struct fl_edge_val *v, __u64 now)
+{
+	struct tcp_sock *tp;
+	__u64 us;
+
+	if (now - s->rtt_ns < cfg.rtt_interval_ns)
+		return;
+	tp = bpf_skc_to_tcp_sock((void *)sk);
+	if (!tp)
+		return;
+	us = tp->srtt_us >> 3;
+	if (!us)
+		return; /* no sample yet (no ACK received) */
+	s->rtt_ns = now;
+	__sync_fetch_and_add(&v->rtt_sum_us, us);
+	hist_add(v->rtt_hist, us);
+}
+
+#endif /* FLOWLENS_COMMON_H */

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * core.h - the few kernel types flowlens reads, declared for CO-RE.
+ *
+ * We do not ship vmlinux.h: these declarations carry only the fields we use,
+ * and `preserve_access_index` makes clang emit BTF relocations so libbpf fixes
+ * every offset against the running kernel's BTF at load time.  Nesting of
+ * anonymous unions in the real structs does not matter: libbpf matches fields
+ * by name through anonymous members.
+ */
+#ifndef FLOWLENS_CORE_H
+#define FLOWLENS_CORE_H
+
+#pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
+
+struct in6_addr {
+	union {
+		__u8 u6_addr8[16];
+		__u32 u6_addr32[4];
+	} in6_u;
+};
+
+struct sock_common {
+	__u32 skc_daddr;          /* __be32 */
+	__u32 skc_rcv_saddr;      /* __be32 */
+	__u16 skc_dport;          /* __be16 */
+	__u16 skc_num;            /* host order */
+	unsigned short skc_family;
+	volatile unsigned char skc_state;
+	struct in6_addr skc_v6_daddr;
+	struct in6_addr skc_v6_rcv_saddr;
+};
+
+struct kernfs_node {
+	__u64 id;                 /* = inode number of the cgroup directory */
+};
+
+struct cgroup {
+	struct kernfs_node *kn;
+};
+
+struct sock_cgroup_data {
+	struct cgroup *cgroup;    /* cgroup v2 (default hierarchy), 5.15+ layout */
+};
+
+struct sock {
+	struct sock_common __sk_common;
+	__u16 sk_type;
+	__u16 sk_protocol;
+	int sk_err;
+	struct sock_cgroup_data sk_cgrp_data;
+};
+
+struct tcp_sock {
+	__u32 srtt_us;            /* smoothed RTT << 3, microseconds */
+	__u32 total_retrans;      /* segments retransmitted, whole life */
+};
+
+#pragma clang attribute pop
+
+#endif /* FLOWLENS_CORE_H */

@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * flowlens.h - the ONE header shared by the kernel programs and Python.
+ *
+ * Plain __u* types only, no kernel headers, so agent/ebpf/abi.py can mirror it
+ * field by field; tests/unit/test_abi.py checks every size and offset below
+ * against the BTF of the compiled objects.  Change a struct here and the mirror
+ * in the same commit.
+ */
+#ifndef FLOWLENS_H
+#define FLOWLENS_H
+
+#ifndef __BPF__
+#include <linux/types.h>
+#endif
+
+/* Histogram buckets are log2 of microseconds: bucket 0 holds v <= 16 us,
+ * bucket i (1..FL_HIST_BUCKETS-2) holds 16*2^(i-1) < v <= 16*2^i us, the last
+ * bucket is +Inf.  16 us * 2^22 = 67.1 s is the largest finite bound. */
+#define FL_HIST_BUCKETS 24
+#define FL_HIST_MIN_SHIFT 4 /* 2^4 = 16 us */
+
+enum fl_role {
+	FL_ROLE_UNKNOWN = 0,
+	FL_ROLE_CLIENT = 1,
+	FL_ROLE_SERVER = 2,
+};
+
+/* Result of a connect attempt, index into fl_edge_val.conns. */
+enum fl_result {
+	FL_CONN_SUCCESS = 0,
+	FL_CONN_REFUSED = 1,
+	FL_CONN_TIMEOUT = 2,
+	FL_CONN_RESET = 3,
+	FL_CONN_ERROR = 4,
+	FL_CONN_RESULTS = 5,
+};
+
+/* Agent-health counters, index into the per-CPU `stats` array. */
+enum fl_stat {
+	FL_STAT_EDGE_FULL = 0,     /* edge insert failed: map full, update lost */
+	FL_STAT_SK_NOSTORAGE = 1,  /* per-socket storage unavailable, event lost */
+	FL_STAT_RST_NOSOCK = 2,    /* RST sent with no socket (e.g. closed port) */
+	FL_STAT_UDP_NOPEER = 3,    /* unconnected UDP call with unknown peer */
+	FL_STATS = 8,
+};
+
+/*
+ * Aggregation key: one edge as seen by one local socket's cgroup.
+ * Addresses are 16 bytes; IPv4 is stored v4-mapped (::ffff:a.b.c.d).
+ * `port` is the server port in host byte order, never an ephemeral port.
+ */
+struct fl_edge_key {
+	__u64 cgroup;      /* cgroup v2 id (inode) of the local socket */
+	__u8 laddr[16];    /* local address */
+	__u8 raddr[16];    /* remote address, all zero when unknown */
+	__u16 port;        /* server port, host order */
+	__u8 role;         /* enum fl_role of the local end */
+	__u8 proto;        /* IPPROTO_TCP (6) or IPPROTO_UDP (17) */
+	__u32 _pad;
+};
+
+/*
+ * Per-edge aggregate.  Every field is cumulative since the entry was created;
+ * the collector turns it into deltas.  `active` is a gauge.  Sums and
+ * histograms are in microseconds.
+ */
+struct fl_edge_val {
+	__u64 sent_bytes;
+	__u64 recv_bytes;
+	__u64 conns[FL_CONN_RESULTS];
+	__u64 retrans;           /* segments retransmitted */
+	__u64 rst_sent;
+	__u64 rst_recv;
+	__s64 active;            /* established connections now */
+	__u64 connect_sum_us;
+	__u64 rtt_sum_us;
+	__u64 connect_hist[FL_HIST_BUCKETS];
+	__u64 rtt_hist[FL_HIST_BUCKETS];
+};
+
+/*
+ * Load-time settings, written into .rodata before load (const volatile).
+ * Runtime filters would go in maps, never here.
+ */
+struct fl_config {
+	__u64 rtt_interval_ns;   /* min spacing of RTT samples per socket */
+	__u16 ephemeral_lo;      /* ip_local_port_range, to infer roles of */
+	__u16 ephemeral_hi;      /* sockets that predate the agent */
+	__u32 _pad;
+};
+
+#define FL_SK_ACTIVE 1   /* counted in fl_edge_val.active */
+#define FL_SK_SYNCED 2   /* retrans_seen is exact (seen since the handshake) */
+
+/* Per-socket state kept in BPF_MAP_TYPE_SK_STORAGE (freed with the socket). */
+struct fl_sock {
+	__u64 connect_ns;        /* SYN_SENT time, 0 when not connecting */
+	__u64 rtt_ns;            /* time of the last RTT sample */
+	__u32 retrans_seen;      /* tcp_sock.total_retrans already counted */
+	__u8 role;               /* enum fl_role */
+	__u8 flags;              /* FL_SK_* */
+	__u16 peer_port;         /* last UDP peer (unconnected sockets), host order */
+	__u8 peer[16];           /* last UDP peer address, v4-mapped */
+};
+
+#endif /* FLOWLENS_H */
