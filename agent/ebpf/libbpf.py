@@ -1,0 +1,197 @@
+"""ctypes binding to libbpf.so.1: the only module in flowlens that calls libbpf.
+
+Only the ~25 functions the agent needs are declared.  libbpf 1.x conventions:
+functions returning ``int`` return ``-errno`` on failure, functions returning a
+pointer return NULL and set ``errno``.  Both are turned into :class:`BpfError`
+carrying the errno and the last warnings libbpf printed (verifier log
+included), so a failed load says why.
+
+Nothing is loaded at import time: :func:`lib` opens the library on first use.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+from collections import deque
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+BTF_KIND_STRUCT = 4
+BTF_KIND_DATASEC = 15
+BPF_STATS_RUN_TIME = 0
+
+# struct bpf_prog_info is UAPI (stable ABI): these offsets never move.
+_PROG_INFO_SIZE = 232
+_PROG_INFO_RUN_TIME_NS = 192
+_PROG_INFO_RUN_CNT = 200
+
+
+class BpfError(OSError):
+    """A libbpf call failed; ``str()`` names the call and the kernel's reason."""
+
+    def __init__(self, what: str, err: int, detail: str = "") -> None:
+        msg = f"{what}: {os.strerror(err)} (errno {err})"
+        if detail:
+            msg += "\n" + detail
+        super().__init__(err, msg)
+        self.what = what
+
+    def __str__(self) -> str:
+        return str(self.args[1])
+
+
+class _BtfType(ctypes.Structure):
+    _fields_ = [("name_off", ctypes.c_uint32), ("info", ctypes.c_uint32), ("size", ctypes.c_uint32)]
+
+
+class _BtfMember(ctypes.Structure):
+    _fields_ = [("name_off", ctypes.c_uint32), ("type", ctypes.c_uint32), ("offset", ctypes.c_uint32)]
+
+
+class _BtfVarSecinfo(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32), ("offset", ctypes.c_uint32), ("size", ctypes.c_uint32)]
+
+
+_P = ctypes.c_void_p
+_I = ctypes.c_int
+_U32 = ctypes.c_uint32
+_S = ctypes.c_char_p
+_SIGS: dict[str, tuple[Any, list[Any]]] = {
+    "bpf_object__open_file": (_P, [_S, _P]),
+    "bpf_object__load": (_I, [_P]),
+    "bpf_object__close": (None, [_P]),
+    "bpf_object__btf": (_P, [_P]),
+    "bpf_object__find_map_by_name": (_P, [_P, _S]),
+    "bpf_object__next_map": (_P, [_P, _P]),
+    "bpf_object__next_program": (_P, [_P, _P]),
+    "bpf_map__name": (_S, [_P]),
+    "bpf_map__fd": (_I, [_P]),
+    "bpf_map__set_max_entries": (_I, [_P, _U32]),
+    "bpf_map__reuse_fd": (_I, [_P, _I]),
+    "bpf_map__initial_value": (_P, [_P, ctypes.POINTER(ctypes.c_size_t)]),
+    "bpf_program__name": (_S, [_P]),
+    "bpf_program__section_name": (_S, [_P]),
+    "bpf_program__fd": (_I, [_P]),
+    "bpf_program__attach": (_P, [_P]),
+    "bpf_program__attach_cgroup": (_P, [_P, _I]),
+    "bpf_link__destroy": (_I, [_P]),
+    "bpf_map_lookup_batch": (_I, [_I, _P, _P, _P, _P, ctypes.POINTER(_U32), _P]),
+    "bpf_map_update_batch": (_I, [_I, _P, _P, ctypes.POINTER(_U32), _P]),
+    "bpf_map_lookup_elem": (_I, [_I, _P, _P]),
+    "bpf_map_lookup_and_delete_elem": (_I, [_I, _P, _P]),
+    "bpf_obj_get_info_by_fd": (_I, [_I, _P, ctypes.POINTER(_U32)]),
+    "bpf_enable_stats": (_I, [_I]),
+    "btf__parse": (_P, [_S, _P]),
+    "btf__free": (None, [_P]),
+    "btf__find_by_name_kind": (_I, [_P, _S, _U32]),
+    "btf__type_by_id": (ctypes.POINTER(_BtfType), [_P, _U32]),
+    "btf__name_by_offset": (_S, [_P, _U32]),
+    "btf__resolve_size": (ctypes.c_long, [_P, _U32]),
+    "libbpf_set_print": (_P, [_P]),
+}
+
+_PRINT_FN = ctypes.CFUNCTYPE(_I, _I, _S, _P)
+_recent: deque[str] = deque(maxlen=40)
+_lib: ctypes.CDLL | None = None
+_print_cb: Any = None
+
+
+def _on_print(level: int, fmt: bytes, args: int) -> int:
+    """libbpf's print callback: format with vsnprintf, keep warnings for errors."""
+    buf = ctypes.create_string_buffer(2048)
+    libc = ctypes.CDLL(None)
+    libc.vsnprintf(buf, len(buf), fmt, ctypes.c_void_p(args))
+    text = buf.value.decode(errors="replace").rstrip()
+    if level <= 1:  # LIBBPF_WARN, LIBBPF_INFO
+        _recent.append(text)
+    log.debug("libbpf: %s", text)
+    return 0
+
+
+def lib() -> ctypes.CDLL:
+    """Open libbpf.so.1 once, declare signatures, route its log to logging."""
+    global _lib, _print_cb
+    if _lib is None:
+        name = ctypes.util.find_library("bpf") or "libbpf.so.1"
+        handle = ctypes.CDLL(name, use_errno=True)
+        for fn, (res, args) in _SIGS.items():
+            f = getattr(handle, fn)
+            f.restype, f.argtypes = res, args
+        _print_cb = _PRINT_FN(_on_print)
+        handle.libbpf_set_print(ctypes.cast(_print_cb, _P))
+        _lib = handle
+    return _lib
+
+
+def _detail() -> str:
+    text = "\n".join(_recent)
+    _recent.clear()
+    return text[-4000:]
+
+
+def check(what: str, rc: int) -> int:
+    """Raise BpfError for a negative libbpf int return, else return it."""
+    if rc < 0:
+        raise BpfError(what, -rc, _detail())
+    return rc
+
+
+def check_ptr(what: str, ptr: int | None) -> int:
+    """Raise BpfError for a NULL pointer return (errno set by libbpf)."""
+    if not ptr:
+        raise BpfError(what, ctypes.get_errno() or errno.EINVAL, _detail())
+    return ptr
+
+
+def clear_log() -> None:
+    _recent.clear()
+
+
+def prog_run_stats(prog_fd: int) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) of a loaded program; zero unless stats are enabled."""
+    buf = ctypes.create_string_buffer(_PROG_INFO_SIZE)
+    size = _U32(_PROG_INFO_SIZE)
+    check("bpf_obj_get_info_by_fd", lib().bpf_obj_get_info_by_fd(prog_fd, buf, ctypes.byref(size)))
+    run_ns = int.from_bytes(buf.raw[_PROG_INFO_RUN_TIME_NS:_PROG_INFO_RUN_TIME_NS + 8], "little")
+    runs = int.from_bytes(buf.raw[_PROG_INFO_RUN_CNT:_PROG_INFO_RUN_CNT + 8], "little")
+    return run_ns, runs
+
+
+def _members(btf: int, type_id: int) -> tuple[_BtfType, list[Any]]:
+    t = lib().btf__type_by_id(btf, type_id).contents
+    vlen = t.info & 0xFFFF
+    arr = (_BtfMember * vlen).from_address(ctypes.addressof(t) + ctypes.sizeof(_BtfType))
+    return t, list(arr)
+
+
+def struct_layout(btf: int, name: str) -> tuple[int, dict[str, int]]:
+    """Size and member byte offsets of struct ``name`` in a BTF handle."""
+    L = lib()
+    tid = check(f"BTF struct {name}", L.btf__find_by_name_kind(btf, name.encode(), BTF_KIND_STRUCT))
+    t, members = _members(btf, tid)
+    offsets = {L.btf__name_by_offset(btf, m.name_off).decode(): (m.offset & 0xFFFFFF) // 8 for m in members}
+    return t.size, offsets
+
+
+def datasec_offsets(btf: int, section: str) -> dict[str, int]:
+    """Byte offset of each variable in a data section (``.rodata``) of an opened object."""
+    L = lib()
+    tid = check(f"BTF section {section}", L.btf__find_by_name_kind(btf, section.encode(), BTF_KIND_DATASEC))
+    t = L.btf__type_by_id(btf, tid).contents
+    vlen = t.info & 0xFFFF
+    infos = (_BtfVarSecinfo * vlen).from_address(ctypes.addressof(t) + ctypes.sizeof(_BtfType))
+    out = {}
+    for vi in infos:
+        var = L.btf__type_by_id(btf, vi.type).contents
+        out[L.btf__name_by_offset(btf, var.name_off).decode()] = vi.offset
+    return out
+
+
+def parse_btf(path: str) -> int:
+    """Open the BTF of an ELF object or raw BTF file; free with ``lib().btf__free``."""
+    return check_ptr(f"btf__parse {path}", lib().btf__parse(path.encode(), None))

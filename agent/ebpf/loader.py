@@ -1,0 +1,195 @@
+"""Load, attach and detach the feature objects; the agent's only libbpf user.
+
+Each feature is one object file ``build/<feature>.bpf.o``.  Features are
+loaded in order; the first one to load creates the shared maps (``edges``,
+``socks``, ``stats``) and every later object reuses their fds, so all
+features aggregate into one map.  A feature whose hook the kernel lacks, or
+whose load or attach fails, is closed again and reported in
+:class:`FeatureStatus`; it never takes the agent down.
+
+Every attachment is a BPF link owned by this process (nothing is pinned), so
+the kernel detaches everything when the process exits, even on SIGKILL;
+:meth:`Loader.close` detaches explicitly on a clean stop.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.ebpf import abi
+from agent.ebpf.libbpf import BPF_STATS_RUN_TIME, BpfError, check, check_ptr, datasec_offsets, lib, prog_run_stats
+
+log = logging.getLogger(__name__)
+
+SHARED_MAPS = ("edges", "socks", "stats")
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    summary: str
+    hooks: tuple[str, ...]  # tp_btf names or cgroup attach types, for doctor
+    cgroup: bool = False  # programs attach to the cgroup v2 root
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("lifecycle", "connects, failures, connect latency, active connections",
+            ("tp_btf/inet_sock_set_state",)),
+    Feature("traffic", "bytes sent and received (TCP, UDP), RTT samples",
+            ("tp_btf/sock_send_length", "tp_btf/sock_recv_length")),
+    Feature("tcpevents", "retransmits, resets sent and received",
+            ("tp_btf/tcp_retransmit_skb", "tp_btf/tcp_send_reset", "tp_btf/tcp_receive_reset")),
+    Feature("udp_peer", "peers of unconnected UDP sockets (sendto/recvfrom)",
+            ("cgroup/sendmsg4", "cgroup/recvmsg4", "cgroup/sendmsg6", "cgroup/recvmsg6"), cgroup=True),
+)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Kernel-side settings; see agent.config.Settings for meaning and units."""
+
+    bpf_dir: Path
+    cgroup_root: Path
+    edge_map_size: int = 16384
+    rtt_interval_ns: int = 1_000_000_000
+    ephemeral: tuple[int, int] = (32768, 60999)
+    disabled: frozenset[str] = frozenset()
+    bpf_stats: bool = True
+
+
+@dataclass
+class FeatureStatus:
+    name: str
+    summary: str
+    enabled: bool
+    reason: str = ""
+
+
+@dataclass
+class _Loaded:
+    obj: int
+    links: list[int] = field(default_factory=list)
+    progs: dict[str, int] = field(default_factory=dict)  # program name -> fd
+
+
+class Loader:
+    """Owns every BPF object, link and map fd of the agent."""
+
+    def __init__(self, opts: LoadOptions) -> None:
+        self.opts = opts
+        self.status: list[FeatureStatus] = []
+        self._loaded: dict[str, _Loaded] = {}
+        self._maps: dict[str, int] = {}
+        self._stats_fd = -1
+
+    # -- public -------------------------------------------------------------
+    def load(self) -> list[FeatureStatus]:
+        """Load and attach every enabled feature; return what worked and why not."""
+        if self.opts.bpf_stats:
+            try:
+                self._stats_fd = check("bpf_enable_stats", lib().bpf_enable_stats(BPF_STATS_RUN_TIME))
+            except BpfError as e:
+                log.warning("per-program run time unavailable: %s", e)
+        for feat in FEATURES:
+            if feat.name in self.opts.disabled:
+                self.status.append(FeatureStatus(feat.name, feat.summary, False, "disabled by settings"))
+                continue
+            try:
+                self._loaded[feat.name] = self._load_one(feat)
+                self.status.append(FeatureStatus(feat.name, feat.summary, True))
+            except (BpfError, OSError) as e:
+                first = str(e).splitlines()[0]
+                log.warning("feature %s disabled: %s", feat.name, e)
+                self.status.append(FeatureStatus(feat.name, feat.summary, False, first))
+        return self.status
+
+    def map_fd(self, name: str) -> int:
+        """fd of a shared map, or -1 when no feature loaded."""
+        return self._maps.get(name, -1)
+
+    def programs(self) -> dict[str, tuple[str, int]]:
+        """program name -> (feature, fd) of every attached program."""
+        return {p: (f, fd) for f, ld in self._loaded.items() for p, fd in ld.progs.items()}
+
+    def run_stats(self) -> dict[str, tuple[str, int, int]]:
+        """program -> (feature, run_time_ns, run_cnt), cumulative since load."""
+        out = {}
+        for prog, (feat, fd) in self.programs().items():
+            ns, cnt = prog_run_stats(fd)
+            out[prog] = (feat, ns, cnt)
+        return out
+
+    def close(self) -> None:
+        """Detach every link and close every object; safe to call twice."""
+        L = lib()
+        for ld in self._loaded.values():
+            for link in ld.links:
+                L.bpf_link__destroy(link)
+            L.bpf_object__close(ld.obj)
+        self._loaded.clear()
+        for fd in self._maps.values():
+            os.close(fd)
+        self._maps.clear()
+        if self._stats_fd >= 0:
+            os.close(self._stats_fd)
+            self._stats_fd = -1
+
+    # -- internals ----------------------------------------------------------
+    def _load_one(self, feat: Feature) -> _Loaded:
+        L = lib()
+        path = self.opts.bpf_dir / f"{feat.name}.bpf.o"
+        if not path.is_file():
+            raise OSError(2, f"object {path} not found (run `make build`)")
+        obj = check_ptr(f"open {path}", L.bpf_object__open_file(str(path).encode(), None))
+        ld = _Loaded(obj)
+        try:
+            self._configure(obj)
+            check(f"load {feat.name}", L.bpf_object__load(obj))
+            for name in SHARED_MAPS:
+                if name not in self._maps:
+                    m = L.bpf_object__find_map_by_name(obj, name.encode())
+                    self._maps[name] = os.dup(check(f"map {name} fd", L.bpf_map__fd(m)))
+            cg_fd = os.open(self.opts.cgroup_root, os.O_RDONLY | os.O_DIRECTORY) if feat.cgroup else -1
+            try:
+                prog = L.bpf_object__next_program(obj, None)
+                while prog:
+                    pname = L.bpf_program__name(prog).decode()
+                    if feat.cgroup:
+                        link = L.bpf_program__attach_cgroup(prog, cg_fd)
+                    else:
+                        link = L.bpf_program__attach(prog)
+                    ld.links.append(check_ptr(f"attach {pname}", link))
+                    ld.progs[pname] = L.bpf_program__fd(prog)
+                    prog = L.bpf_object__next_program(obj, prog)
+            finally:
+                if cg_fd >= 0:
+                    os.close(cg_fd)
+        except BaseException:
+            for link in ld.links:
+                L.bpf_link__destroy(link)
+            L.bpf_object__close(obj)
+            raise
+        return ld
+
+    def _configure(self, obj: int) -> None:
+        """Size and share the maps and write `cfg` into .rodata, before load."""
+        L = lib()
+        for name in SHARED_MAPS:
+            m = check_ptr(f"map {name}", L.bpf_object__find_map_by_name(obj, name.encode()))
+            if name in self._maps:
+                check(f"reuse map {name}", L.bpf_map__reuse_fd(m, self._maps[name]))
+            elif name == "edges":
+                check("size edges", L.bpf_map__set_max_entries(m, self.opts.edge_map_size))
+        rodata = check_ptr(".rodata", L.bpf_object__find_map_by_name(obj, b".rodata"))
+        size = ctypes.c_size_t()
+        base = check_ptr(".rodata value", L.bpf_map__initial_value(rodata, ctypes.byref(size)))
+        off = datasec_offsets(check_ptr("object BTF", L.bpf_object__btf(obj)), ".rodata")["cfg"]
+        if off + ctypes.sizeof(abi.Config) > size.value:
+            raise OSError(22, "cfg outside .rodata: object and agent/ebpf/abi.py disagree")
+        cfg = abi.Config.from_address(base + off)
+        cfg.rtt_interval_ns = self.opts.rtt_interval_ns
+        cfg.ephemeral_lo, cfg.ephemeral_hi = self.opts.ephemeral
