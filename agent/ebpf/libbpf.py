@@ -75,6 +75,8 @@ _SIGS: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map__reuse_fd": (_I, [_P, _I]),
     "bpf_map__initial_value": (_P, [_P, ctypes.POINTER(ctypes.c_size_t)]),
     "bpf_program__name": (_S, [_P]),
+    "bpf_program__set_autoload": (_I, [_P, ctypes.c_bool]),
+    "bpf_object__find_program_by_name": (_P, [_P, _S]),
     "bpf_program__section_name": (_S, [_P]),
     "bpf_program__fd": (_I, [_P]),
     "bpf_program__attach": (_P, [_P]),

@@ -1,0 +1,69 @@
+"""Per-series accumulators the exporter reads: one row per edge label set.
+
+Rows hold the summed deltas of every kernel key that resolved to the label
+set (all the words of ``fl_edge_val``, u64), and ``active`` holds the gauge
+recomputed at each poll.  Rows are never reused while the process lives, so
+counters are monotonic; dropping the series of vanished pods comes with the
+Kubernetes identity.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import NamedTuple
+
+import numpy as np
+
+from agent.ebpf import abi
+
+
+class EdgeLabels(NamedTuple):
+    reporter: str
+    src_namespace: str
+    src_workload: str
+    src_workload_kind: str
+    dst_namespace: str
+    dst_workload: str
+    dst_workload_kind: str
+    dst_port: str
+    protocol: str
+
+
+class EdgeStore:
+    """Thread-safe: the poll thread writes, scrape threads take snapshots."""
+
+    def __init__(self) -> None:
+        self._ids: dict[EdgeLabels, int] = {}
+        self._labels: list[EdgeLabels] = []
+        self._totals = np.zeros((0, abi.VAL_WORDS), np.uint64)
+        self._active = np.zeros(0, np.int64)
+        self._lock = threading.Lock()
+
+    def series_id(self, labels: EdgeLabels) -> int:
+        with self._lock:
+            sid = self._ids.get(labels)
+            if sid is None:
+                sid = self._ids[labels] = len(self._labels)
+                self._labels.append(labels)
+                if sid >= len(self._totals):
+                    grow = max(256, len(self._totals))
+                    self._totals = np.vstack([self._totals, np.zeros((grow, abi.VAL_WORDS), np.uint64)])
+                    self._active = np.concatenate([self._active, np.zeros(grow, np.int64)])
+            return sid
+
+    def add(self, series: np.ndarray, delta: np.ndarray) -> None:
+        """Add per-key deltas (n, VAL_WORDS) to their series (n,)."""
+        with self._lock:
+            np.add.at(self._totals, series, delta)
+
+    def set_active(self, series: np.ndarray, active: np.ndarray) -> None:
+        """Replace the active-connections gauge with the sum over live keys."""
+        with self._lock:
+            self._active[:] = 0
+            np.add.at(self._active, series, active)
+
+    def snapshot(self) -> tuple[list[EdgeLabels], np.ndarray, np.ndarray]:
+        """(labels, totals, active) copies, consistent with each other."""
+        with self._lock:
+            n = len(self._labels)
+            return list(self._labels), self._totals[:n].copy(), self._active[:n].copy()

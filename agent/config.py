@@ -1,0 +1,127 @@
+"""One validated settings object from YAML, ``FLOWLENS_*`` env and CLI flags.
+
+Precedence, lowest first: defaults, the YAML file (``--config``), environment
+variables ``FLOWLENS_<FIELD>`` (upper case; ``names`` as YAML/JSON text), and
+command-line flags.  Unknown keys are errors: :func:`load` raises
+:class:`ConfigError` naming the key and the source, and the CLI exits 2.
+The Helm chart's values map onto these fields one-to-one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(Exception):
+    """Bad configuration; the message names the field and where it came from."""
+
+
+class NameRule(BaseModel):
+    """Names an address range: ends inside ``cidr`` become ``workload=name``."""
+
+    model_config = ConfigDict(extra="forbid")
+    cidr: str
+    name: str = Field(min_length=1)
+    namespace: str = ""
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, v: str) -> str:
+        try:
+            return str(ipaddress.ip_network(v, strict=False))
+        except ValueError as e:
+            raise ValueError(f"not a CIDR: {v!r}") from e
+
+
+class Settings(BaseModel):
+    """Every agent setting, with units in the names or the descriptions."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    listen: str = Field("0.0.0.0:9464", description="host:port of the metrics server")
+    poll_interval: float = Field(5.0, gt=0, le=300, description="seconds between map polls")
+    edge_map_size: int = Field(16384, ge=64, le=4_194_304, description="max edges in the kernel map")
+    idle_polls: int = Field(12, ge=1, description="polls an unchanged, inactive edge stays in the kernel map")
+    rtt_sample_interval: float = Field(1.0, ge=0, description="min seconds between RTT samples of one socket")
+    names: list[NameRule] = Field(default_factory=list, description="named CIDRs, longest prefix wins")
+    cgroup_root: str = Field("auto", description="cgroup v2 mount, 'auto' = first cgroup2 in /proc/mounts")
+    proc_root: str = Field("/proc", description="host /proc (a mounted host dir in a pod)")
+    sys_root: str = Field("/sys", description="host /sys, for BTF and sysctls")
+    bpf_dir: str = Field("", description="directory of *.bpf.o; '' = build/ next to the agent")
+    disable: list[str] = Field(default_factory=list, description="feature names not to load")
+    bpf_stats: bool = Field(True, description="per-program run time (adds ~20 ns per event)")
+    log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port, got {v!r}")
+        return v
+
+    @field_validator("disable")
+    @classmethod
+    def _disable(cls, v: list[str]) -> list[str]:
+        from agent.ebpf.loader import FEATURES  # names only; no libbpf call
+
+        known = {f.name for f in FEATURES}
+        bad = [n for n in v if n not in known]
+        if bad:
+            raise ValueError(f"unknown feature {bad[0]!r}, known: {', '.join(sorted(known))}")
+        return v
+
+    def listen_addr(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, raw in env.items():
+        if not key.startswith("FLOWLENS_"):
+            continue
+        field = key[len("FLOWLENS_"):].lower()
+        if field not in Settings.model_fields:
+            raise ConfigError(f"environment: unknown setting {key}")
+        out[field] = yaml.safe_load(raw) if field in ("names", "disable") else raw
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    return data
+
+
+def load(path: Path | None, env: Mapping[str, str] | None = None,
+         flags: Mapping[str, Any] | None = None) -> Settings:
+    """Merge the sources and validate once; raise ConfigError on any bad key."""
+    layers = [("config file " + str(path), _read_yaml(path) if path else {}),
+              ("environment", _from_env(os.environ if env is None else env)),
+              ("flag", {k: v for k, v in (flags or {}).items() if v is not None})]
+    merged: dict[str, Any] = {}
+    for _, layer in layers:
+        merged.update(layer)
+    try:
+        return Settings(**merged)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        src = next((n for n, lay in reversed(layers) if err["loc"] and err["loc"][0] in lay), "settings")
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(f"{src}: unknown setting {loc!r}") from None
+        raise ConfigError(f"{src}: {loc}: {err['msg']}") from None

@@ -1,0 +1,70 @@
+"""Batch reads of the shared maps: the kernel side of the collector's source.
+
+``edges`` is read with ``bpf_map_lookup_batch`` into preallocated buffers
+(one syscall per ``chunk`` entries, ~0.3 us per entry) and viewed through the
+numpy dtypes of :mod:`agent.ebpf.abi` without copying.  Idle edges are
+retired with ``bpf_map_lookup_and_delete_elem``, which returns the final
+value, so nothing counted between the last read and the delete is lost.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+
+import numpy as np
+
+from agent.ebpf import abi
+from agent.ebpf.libbpf import BpfError, check, lib
+
+
+class EdgeMaps:
+    """Implements agent.collect.poll.EdgeSource over the loader's map fds."""
+
+    def __init__(self, edges_fd: int, stats_fd: int, capacity: int, ncpus: int) -> None:
+        self.edges_fd, self.stats_fd = edges_fd, stats_fd
+        self.capacity, self.ncpus = capacity, ncpus
+        self._keys = np.zeros(capacity, abi.KEY_DTYPE)
+        self._vals = np.zeros(capacity, abi.VAL_DTYPE)
+
+    def read(self) -> tuple[np.ndarray, np.ndarray]:
+        """All entries: (keys as KEY_DTYPE, values as an (n, VAL_WORDS) u64 matrix)."""
+        L = lib()
+        n = 0
+        token = ctypes.c_uint64()
+        in_batch = None
+        while n < self.capacity:
+            count = ctypes.c_uint32(self.capacity - n)
+            rc = L.bpf_map_lookup_batch(
+                self.edges_fd, in_batch, ctypes.byref(token),
+                self._keys[n:].ctypes.data, self._vals[n:].ctypes.data, ctypes.byref(count), None)
+            n += count.value
+            if rc == -errno.ENOENT:
+                break  # reached the end of the map
+            check("edges lookup batch", rc)
+            in_batch = ctypes.byref(token)
+        keys = self._keys[:n].copy()
+        vals = self._vals[:n].view(np.uint64).reshape(n, abi.VAL_WORDS).copy()
+        return keys, vals
+
+    def retire(self, keys: np.ndarray) -> np.ndarray:
+        """Delete ``keys``, returning each one's final value (zeros if already gone)."""
+        L = lib()
+        out = np.zeros((len(keys), abi.VAL_WORDS), np.uint64)
+        for i in range(len(keys)):
+            rc = L.bpf_map_lookup_and_delete_elem(self.edges_fd, keys[i:i + 1].ctypes.data,
+                                                  out[i:i + 1].ctypes.data)
+            if rc < 0 and rc != -errno.ENOENT:
+                raise BpfError("edges lookup_and_delete", -rc)
+        return out
+
+    def stats(self) -> list[int]:
+        """Per-CPU agent-health counters (enum fl_stat), summed over CPUs."""
+        L = lib()
+        buf = np.zeros(self.ncpus, np.uint64)
+        out = []
+        for i in range(abi.STATS_SLOTS):
+            idx = ctypes.c_uint32(i)
+            check("stats lookup", L.bpf_map_lookup_elem(self.stats_fd, ctypes.byref(idx), buf.ctypes.data))
+            out.append(int(buf.sum()))
+        return out

@@ -1,0 +1,80 @@
+"""Self metrics (``flowlens_agent_*``): features, maps, lost updates, polls, BPF cost.
+
+Everything here comes from a :class:`Health` source passed in, so the
+exporter never touches the kernel or the loader directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from agent.collect.poll import PollState
+from agent.ebpf import abi
+from agent.ebpf.loader import FeatureStatus
+
+LOST = {"edge_full": "edge map full", "sk_nostorage": "no per-socket storage"}
+EVENTS = {"rst_nosock": "RST sent with no socket (closed port)",
+          "udp_nopeer": "unconnected UDP call with unknown peer"}
+
+
+@dataclass
+class Health:
+    version: str
+    features: list[FeatureStatus]
+    poll: PollState
+    capacity: int
+    series: Callable[[], int]
+    bpf_runs: Callable[[], dict[str, tuple[str, int, int]]]  # prog -> (feature, ns, count)
+
+
+class HealthCollector(Collector):
+    def __init__(self, health: Health) -> None:
+        self.h = health
+
+    def collect(self) -> Iterator[Metric]:
+        h, st = self.h, self.h.poll
+        info = InfoMetricFamily("flowlens_agent_build", "Agent version.")
+        info.add_metric([], {"version": h.version})
+        feat = GaugeMetricFamily("flowlens_agent_feature_enabled",
+                                 "1 if the feature's programs are attached, 0 if not (see reason).",
+                                 labels=["feature", "reason"])
+        for f in h.features:
+            feat.add_metric([f.name, f.reason], 1.0 if f.enabled else 0.0)
+        entries = GaugeMetricFamily("flowlens_agent_map_entries", "Live entries in a kernel map.",
+                                    labels=["map"])
+        entries.add_metric(["edges"], float(st.entries))
+        cap = GaugeMetricFamily("flowlens_agent_map_capacity", "Max entries of a kernel map.", labels=["map"])
+        cap.add_metric(["edges"], float(h.capacity))
+        kstat = dict(zip(abi.STATS, st.kernel))
+        lost = CounterMetricFamily("flowlens_agent_lost_updates", "Kernel updates that could not be counted.",
+                                   labels=["reason"])
+        for k in LOST:
+            lost.add_metric([k], float(kstat.get(k, 0)))
+        events = CounterMetricFamily("flowlens_agent_kernel_events",
+                                     "Kernel events seen but not attributable to an edge.", labels=["event"])
+        for k in EVENTS:
+            events.add_metric([k], float(kstat.get(k, 0)))
+        polls = CounterMetricFamily("flowlens_agent_polls", "Map polls done.")
+        polls.add_metric([], float(st.polls))
+        perr = CounterMetricFamily("flowlens_agent_poll_errors", "Map polls that failed.")
+        perr.add_metric([], float(st.poll_errors))
+        pdur = GaugeMetricFamily("flowlens_agent_poll_duration_seconds", "Wall time of the last poll.")
+        pdur.add_metric([], st.poll_seconds)
+        retired = CounterMetricFamily("flowlens_agent_edges_retired",
+                                      "Idle edges read a last time and deleted from the kernel map.")
+        retired.add_metric([], float(st.retired))
+        series = GaugeMetricFamily("flowlens_agent_series", "Edge series exported.")
+        series.add_metric([], float(h.series()))
+        run_s = CounterMetricFamily("flowlens_agent_bpf_run_seconds",
+                                    "CPU time spent in each BPF program (needs bpf_stats).",
+                                    labels=["program", "feature"])
+        runs = CounterMetricFamily("flowlens_agent_bpf_runs", "Runs of each BPF program (needs bpf_stats).",
+                                   labels=["program", "feature"])
+        for prog, (feature, ns, cnt) in sorted(h.bpf_runs().items()):
+            run_s.add_metric([prog, feature], ns / 1e9)
+            runs.add_metric([prog, feature], float(cnt))
+        yield from (info, feat, entries, cap, lost, events, polls, perr, pdur, retired, series, run_s, runs)
