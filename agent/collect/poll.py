@@ -59,6 +59,7 @@ class Poller:
         start = self.clock()
         self.resolver.refresh()
         keys, vals = self.source.read()
+        _orient(keys, vals)
         slots = self._slots_of(keys)
         delta = vals - self._prev[slots]
         delta[:, abi.W_ACTIVE] = 0  # a gauge, not a counter
@@ -84,6 +85,7 @@ class Poller:
 
     def _retire(self, keys: np.ndarray, slots: np.ndarray) -> None:
         final = self.source.retire(keys)
+        _orient(keys, final)
         gone = ~final.any(axis=1)
         delta = np.where(gone[:, None], 0, final - self._prev[slots])
         delta[:, abi.W_ACTIVE] = 0
@@ -131,6 +133,13 @@ class Poller:
             dst_port=str(int(key["port"])),
             protocol="tcp" if int(key["proto"]) == abi.PROTO_TCP else "udp",
         )
+
+
+def _orient(keys: np.ndarray, vals: np.ndarray) -> None:
+    """Edges are client -> server: a server socket's sent bytes are the client's
+    received bytes, so swap the two words on rows of role server, in place."""
+    srv = keys["role"] == abi.ROLE_SERVER
+    vals[srv, abi.W_SENT], vals[srv, abi.W_RECV] = vals[srv, abi.W_RECV], vals[srv, abi.W_SENT].copy()
 
 
 def _rows(keys: np.ndarray) -> list[bytes]:

@@ -1,0 +1,52 @@
+# flowlens: the two set-up commands are `make run` and `make test`.
+# Both install what they need (Debian packages, a .venv with the agent).
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool iproute2 nftables
+LISTEN ?= 127.0.0.1:9464
+
+.PHONY: all deps build venv run doctor test lint unit bpf-test e2e clean
+
+all: build venv
+
+deps: .deps.stamp
+.deps.stamp:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi; \
+	else echo "not root or no apt-get: assuming $(APT_PKGS) are installed"; fi
+	@touch $@
+
+build: deps
+	$(MAKE) -C bpf OUT=$(CURDIR)/build
+
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+run: build venv
+	$(VENV)/bin/flowlens run --listen $(LISTEN) $(ARGS)
+
+doctor: build venv
+	$(VENV)/bin/flowlens doctor
+
+lint: venv
+	$(VENV)/bin/ruff check agent tests
+	$(VENV)/bin/mypy agent tests
+
+unit: venv build
+	$(PY) -m pytest -q tests/unit
+
+# BPF and e2e tiers need root; with CI=true a skipped test fails the run.
+bpf-test: venv build
+	$(PY) -m pytest -q tests/bpf tests/e2e
+
+test: build venv lint
+	$(PY) -m pytest -q -rs tests
+
+clean:
+	rm -rf build $(VENV) .deps.stamp

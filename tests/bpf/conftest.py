@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import need_root
+from tests.pods.agent import AgentProc
+from tests.pods.net import Pods
+
+
+@pytest.fixture(scope="package")
+def pods() -> Iterator[Pods]:
+    need_root()
+    p = Pods(["client", "server"]).up()
+    yield p
+    p.down()
+
+
+@pytest.fixture(scope="package")
+def agent(pods: Pods, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProc]:
+    tmp: Path = tmp_path_factory.mktemp("agent")
+    a = AgentProc(tmp, {"poll_interval": 0.3, "rtt_sample_interval": 0.05, "names": pods.names_config()}).start()
+    yield a
+    assert a.stop() == 0, a.log.read_text()

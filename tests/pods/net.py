@@ -1,0 +1,115 @@
+"""Test "pods": network namespaces on one bridge, each with its own cgroup v2
+directory, so the agent sees real sockets in distinct cgroups and netns.
+
+Addresses: pod i gets 10.99.0.(i+2)/24 and fd99::(i+2)/64 (nodad).  Traffic
+only ever goes between these namespaces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from agent.identity.cgroups import find_cgroup2_root
+
+TRAFFIC = Path(__file__).with_name("traffic.py")
+BRIDGE = "flbr0"
+
+
+def sh(*args: str, check: bool = True, ns: str | None = None) -> str:
+    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if check and res.returncode:
+        raise RuntimeError(f"{' '.join(cmd)}: {res.stderr.strip()}")
+    return res.stdout
+
+
+class Pod:
+    def __init__(self, name: str, index: int, cgroup: Path) -> None:
+        self.name, self.ns, self.cgroup = name, f"fl-{name}", cgroup
+        self.ip4, self.ip6 = f"10.99.0.{index + 2}", f"fd99::{index + 2}"
+
+    def spawn(self, *args: str) -> subprocess.Popen[str]:
+        """Run traffic.py in this pod's netns and cgroup (joined before any socket)."""
+        # join the cgroup first: `ip netns exec` remounts /sys, hiding the cgroup tree
+        inner = f'echo $$ > {self.cgroup}/cgroup.procs && exec "$0" "$@"'
+        cmd = ["sh", "-c", inner, "ip", "netns", "exec", self.ns, sys.executable, str(TRAFFIC), *args]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def run(self, *args: str, timeout: float = 60) -> dict[str, int]:
+        p = self.spawn(*args)
+        out, err = p.communicate(timeout=timeout)
+        if p.returncode:
+            raise RuntimeError(f"{self.name} {args}: {err}")
+        return dict(json.loads(out.strip().splitlines()[-1]))
+
+    def serve(self, *args: str) -> subprocess.Popen[str]:
+        """Start a server and wait for its 'listening' line."""
+        p = self.spawn(*args)
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        if "listening" not in line:
+            p.kill()
+            raise RuntimeError(f"server in {self.name} did not start: {p.stderr.read() if p.stderr else ''}")
+        return p
+
+    def sh(self, *args: str, check: bool = True) -> str:
+        return sh(*args, check=check, ns=self.ns)
+
+    def nstat(self, counter: str) -> int:
+        """Absolute value of a kernel SNMP counter in this pod's netns."""
+        out = self.sh("nstat", "-az", "--json")
+        data = json.loads(out)
+        return int(next(iter(data.values()))[counter])
+
+
+class Pods:
+    def __init__(self, names: list[str]) -> None:
+        self.root = find_cgroup2_root(Path("/proc")) / "flowlens-test"
+        self.pods = {n: Pod(n, i, self.root / n) for i, n in enumerate(names)}
+
+    def __getitem__(self, name: str) -> Pod:
+        return self.pods[name]
+
+    def up(self) -> Pods:
+        self.down()
+        sh("ip", "link", "add", BRIDGE, "type", "bridge")
+        sh("ip", "link", "set", BRIDGE, "up")
+        for i, p in enumerate(self.pods.values()):
+            sh("ip", "netns", "add", p.ns)
+            sh("ip", "link", "add", f"flv{i}", "type", "veth", "peer", "name", "eth0", "netns", p.ns)
+            sh("ip", "link", "set", f"flv{i}", "master", BRIDGE, "up")
+            p.sh("ip", "link", "set", "lo", "up")
+            p.sh("ip", "addr", "add", f"{p.ip4}/24", "dev", "eth0")
+            p.sh("ip", "addr", "add", f"{p.ip6}/64", "dev", "eth0", "nodad")
+            p.sh("ip", "link", "set", "eth0", "up")
+            p.cgroup.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def down(self) -> None:
+        for i, p in enumerate(self.pods.values()):
+            sh("ip", "netns", "del", p.ns, check=False)
+            sh("ip", "link", "del", f"flv{i}", check=False)
+        sh("ip", "link", "del", BRIDGE, check=False)
+        for p in self.pods.values():
+            if p.cgroup.exists():
+                for pid in (p.cgroup / "cgroup.procs").read_text().split():
+                    os.kill(int(pid), 9)
+                try:
+                    p.cgroup.rmdir()
+                except OSError:
+                    pass
+        try:
+            self.root.rmdir()
+        except OSError:
+            pass
+
+    def names_config(self) -> list[dict[str, str]]:
+        out = []
+        for p in self.pods.values():
+            out.append({"cidr": f"{p.ip4}/32", "name": p.name, "namespace": "test"})
+            out.append({"cidr": f"{p.ip6}/128", "name": p.name, "namespace": "test"})
+        return out
