@@ -207,6 +207,11 @@ static __always_inline struct fl_edge_val *tcp_edge(const struct sock *sk, struc
 	__u8 role;
 
 	edge_key(&key, sk, IPPROTO_TCP, &lport, &rport);
+	if (s && s->lport) {
+		/* closing sockets lose inet_num before their last events */
+		lport = s->lport;
+		rport = s->rport;
+	}
 	role = s && s->role ? s->role : guess_role(lport, rport);
 	set_role(&key, role, lport, rport);
 	return edge_val(&key);

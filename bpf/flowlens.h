@@ -102,6 +102,9 @@ struct fl_sock {
 	__u8 flags;              /* FL_SK_* */
 	__u16 peer_port;         /* last UDP peer (unconnected sockets), host order */
 	__u8 peer[16];           /* last UDP peer address, v4-mapped */
+	__u16 lport;             /* TCP ports kept from ESTABLISHED: by the time */
+	__u16 rport;             /* a closing socket sends its RST, inet_num is 0 */
+	__u32 _pad;
 };
 
 #endif /* FLOWLENS_H */

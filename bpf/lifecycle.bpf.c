@@ -89,6 +89,8 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, int oldstate, int newst
 		if (!s)
 			return 0;
 		s->flags |= FL_SK_ACTIVE;
+		s->lport = sk->__sk_common.skc_num;
+		s->rport = bpf_ntohs(sk->__sk_common.skc_dport);
 		if (role == FL_ROLE_CLIENT && s->connect_ns) {
 			now = bpf_ktime_get_ns();
 			us = (now - s->connect_ns) / 1000;

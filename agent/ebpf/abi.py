@@ -70,6 +70,9 @@ class Sock(ctypes.Structure):
         ("flags", ctypes.c_uint8),
         ("peer_port", ctypes.c_uint16),
         ("peer", ctypes.c_uint8 * 16),
+        ("lport", ctypes.c_uint16),
+        ("rport", ctypes.c_uint16),
+        ("_pad", ctypes.c_uint32),
     ]
 
 

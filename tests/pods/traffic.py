@@ -43,7 +43,7 @@ def serve_tcp(a: argparse.Namespace) -> dict[str, int]:
             moved["recv"] += recv_exact(c, a.request)
             c.close()  # linger 0: RST instead of FIN
             continue
-        moved["recv"] += recv_exact(c, a.request)
+        moved["recv"] += recv_exact(c, 1 << 62)  # until the client's FIN
         c.sendall(b"r" * a.response)
         moved["sent"] += a.response
         c.close()
