@@ -1,0 +1,47 @@
+"""The Python mirror (agent/ebpf/abi.py) matches bpf/flowlens.h as compiled:
+every struct's size and every field's offset, read from the objects' BTF."""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import pytest
+
+from agent.ebpf import abi
+from agent.ebpf.libbpf import lib, parse_btf, struct_layout
+from agent.ebpf.loader import FEATURES
+from agent.preflight import default_bpf_dir
+
+OBJECTS = sorted(default_bpf_dir().glob("*.bpf.o"))
+
+
+def test_objects_were_built() -> None:
+    names = {p.name for p in OBJECTS}
+    assert {f"{f.name}.bpf.o" for f in FEATURES} <= names, "run `make build` first"
+
+
+@pytest.mark.parametrize("obj", OBJECTS, ids=lambda p: Path(p).name)
+def test_struct_layouts_match_btf(obj: Path) -> None:
+    btf = parse_btf(str(obj))
+    try:
+        checked = 0
+        for cname, mirror in abi.STRUCTS.items():
+            try:
+                size, offsets = struct_layout(btf, cname)
+            except OSError:
+                continue  # this object does not use the struct
+            assert size == ctypes.sizeof(mirror), cname
+            assert offsets == {f[0]: getattr(mirror, f[0]).offset for f in mirror._fields_}, cname
+            checked += 1
+        if obj.name != "probes.bpf.o":
+            assert checked >= 3, f"{obj.name}: expected the shared structs in its BTF"
+    finally:
+        lib().btf__free(btf)
+
+
+def test_bucket_bounds_are_powers_of_two_from_16us() -> None:
+    b = abi.bucket_bounds_seconds()
+    assert b[0] == 16e-6 and len(b) == abi.HIST_BUCKETS - 1
+    assert all(b[i + 1] == 2 * b[i] for i in range(len(b) - 1))
+    assert abi.VAL_WORDS * 8 == ctypes.sizeof(abi.EdgeVal)

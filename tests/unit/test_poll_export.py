@@ -1,0 +1,122 @@
+"""Poll stage and exporter with a fake kernel source: deltas stay monotonic,
+retired keys keep their final counts, server rows are oriented client->server."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import numpy as np
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from agent.collect.poll import Poller
+from agent.collect.store import EdgeStore
+from agent.ebpf import abi
+from agent.export.edges import EdgeCollector
+from agent.identity.base import EXTERNAL, Address, End
+
+
+class FakeSource:
+    def __init__(self) -> None:
+        self.entries: dict[bytes, np.ndarray] = {}
+        self.retired: list[bytes] = []
+        self.late: dict[bytes, np.ndarray] = {}  # counts landing between read and delete
+
+    def put(self, key: np.ndarray, **words: int) -> None:
+        row = np.zeros(abi.VAL_WORDS, np.uint64)
+        for w, v in words.items():
+            row[getattr(abi, w)] = v
+        self.entries[key.tobytes()] = row
+
+    def read(self) -> tuple[np.ndarray, np.ndarray]:
+        keys = np.frombuffer(b"".join(self.entries), abi.KEY_DTYPE).copy()
+        vals = np.array(list(self.entries.values()), np.uint64).reshape(-1, abi.VAL_WORDS)
+        return keys, vals
+
+    def retire(self, keys: np.ndarray) -> np.ndarray:
+        for k, row in self.late.items():
+            self.entries[k] = row
+        out = [self.entries.pop(k.tobytes()) for k in keys]
+        self.retired += [k.tobytes() for k in keys]
+        return np.array(out, np.uint64).reshape(-1, abi.VAL_WORDS)
+
+    def stats(self) -> list[int]:
+        return [0] * abi.STATS_SLOTS
+
+
+class FakeResolver:
+    def local(self, cgroup: int, addr: Address | None) -> End:
+        return End("ns", f"app{cgroup}", "host")
+
+    def remote(self, addr: Address | None) -> End:
+        return EXTERNAL
+
+    def refresh(self) -> None:
+        pass
+
+
+def key(cgroup: int, role: int, port: int = 80) -> np.ndarray:
+    k = np.zeros(1, abi.KEY_DTYPE)
+    k["cgroup"], k["role"], k["port"], k["proto"] = cgroup, role, port, abi.PROTO_TCP
+    k["laddr"][0] = np.frombuffer(ipaddress.IPv6Address("::ffff:10.0.0.1").packed, np.uint8)
+    return k
+
+
+def totals(store: EdgeStore) -> dict[tuple[str, str], tuple[int, int]]:
+    labels, tot, _ = store.snapshot()
+    return {(lab.reporter, lab.src_workload): (int(t[abi.W_SENT]), int(t[abi.W_RECV])) for lab, t in zip(labels, tot)}
+
+
+def test_deltas_retire_and_orientation() -> None:
+    src, store = FakeSource(), EdgeStore()
+    p = Poller(src, FakeResolver(), store, idle_polls=2)
+    src.put(key(1, abi.ROLE_CLIENT), W_SENT=100, W_RECV=10)
+    src.put(key(2, abi.ROLE_SERVER), W_SENT=7, W_RECV=70)  # server sent 7 = client received 7
+    p.poll()
+    src.put(key(1, abi.ROLE_CLIENT), W_SENT=150, W_RECV=10)
+    p.poll()
+    assert totals(store) == {("client", "app1"): (150, 10), ("server", "external"): (70, 7)}
+    # key 2 idles for 2 polls and is retired; 2 bytes land between the last read and the delete
+    late = np.zeros(abi.VAL_WORDS, np.uint64)
+    late[abi.W_SENT], late[abi.W_RECV] = 9, 70
+    src.late[key(2, abi.ROLE_SERVER).tobytes()] = late
+    p.poll()
+    assert src.retired == [key(2, abi.ROLE_SERVER).tobytes()]
+    assert totals(store)[("server", "external")] == (70, 9)
+    # the kernel recreates the key from zero: the series keeps growing monotonically
+    src.late.clear()
+    src.put(key(2, abi.ROLE_SERVER), W_SENT=1, W_RECV=5)
+    p.poll()
+    assert totals(store)[("server", "external")] == (75, 10)
+    assert totals(store)[("client", "app1")] == (150, 10)
+    # key 1 has idled two polls by now too: retired with its counts kept
+    assert src.retired[1] == key(1, abi.ROLE_CLIENT).tobytes()
+    assert p.state.retired == 2 and p.state.polls == 4
+
+
+def test_exposition() -> None:
+    src, store = FakeSource(), EdgeStore()
+    p = Poller(src, FakeResolver(), store, idle_polls=5)
+    src.put(key(1, abi.ROLE_CLIENT, 443), W_SENT=5, W_RECV=6, W_CONNS=2, W_ACTIVE=1,
+            W_CONNECT_SUM=3000, W_CONNECT_HIST=0)
+    src.entries[key(1, abi.ROLE_CLIENT, 443).tobytes()][abi.W_CONNECT_HIST + 8] = 2  # 2 in (2.048, 4.096] ms
+    p.poll()
+    reg = CollectorRegistry()
+    reg.register(EdgeCollector(store))
+    got = {(x.name, tuple(sorted(x.labels.items()))): x.value
+           for fam in text_string_to_metric_families(generate_latest(reg).decode()) for x in fam.samples}
+    lab = (("dst_namespace", ""), ("dst_port", "443"), ("dst_workload", "external"),
+           ("dst_workload_kind", "external"), ("protocol", "tcp"), ("reporter", "client"),
+           ("src_namespace", "ns"), ("src_workload", "app1"), ("src_workload_kind", "host"))
+
+    def v(name: str, *extra: tuple[str, str]) -> float:
+        return got[(name, tuple(sorted(lab + extra)))]
+
+    assert v("flowlens_edge_sent_bytes_total") == 5 and v("flowlens_edge_received_bytes_total") == 6
+    assert v("flowlens_edge_active_connections") == 1
+    assert v("flowlens_edge_connections_total", ("result", "success")) == 2
+    assert v("flowlens_edge_connect_duration_seconds_bucket", ("le", "0.002048")) == 0
+    assert v("flowlens_edge_connect_duration_seconds_bucket", ("le", "0.004096")) == 2
+    assert v("flowlens_edge_connect_duration_seconds_bucket", ("le", "+Inf")) == 2
+    assert v("flowlens_edge_connect_duration_seconds_sum") == 0.003
+    assert not any(dict(k[1]).get("dst_port", "443") != "443" for k in got)
