@@ -71,7 +71,7 @@ class Poller:
 
         moved = delta.any(axis=1) | (active != 0)
         self._idle[slots] = np.where(moved, 0, self._idle[slots] + 1)
-        done = self._idle[slots] >= self.idle_polls
+        done: np.ndarray = np.asarray(self._idle[slots] >= self.idle_polls)
         if done.any():
             self._retire(keys[done], slots[done])
 
@@ -86,7 +86,7 @@ class Poller:
     def _retire(self, keys: np.ndarray, slots: np.ndarray) -> None:
         final = self.source.retire(keys)
         _orient(keys, final)
-        gone = ~final.any(axis=1)
+        gone: np.ndarray = ~np.asarray(final.any(axis=1))
         delta = np.where(gone[:, None], 0, final - self._prev[slots])
         delta[:, abi.W_ACTIVE] = 0
         self.store.add(self._series[slots], delta)

@@ -92,7 +92,7 @@ VAL_WORDS = ctypes.sizeof(EdgeVal) // 8
 
 
 def _word(name: str) -> int:
-    return getattr(EdgeVal, name).offset // 8
+    return int(getattr(EdgeVal, name).offset) // 8
 
 
 W_SENT = _word("sent_bytes")

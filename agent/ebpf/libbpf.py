@@ -173,24 +173,24 @@ def _members(btf: int, type_id: int) -> tuple[_BtfType, list[Any]]:
 
 def struct_layout(btf: int, name: str) -> tuple[int, dict[str, int]]:
     """Size and member byte offsets of struct ``name`` in a BTF handle."""
-    L = lib()
-    tid = check(f"BTF struct {name}", L.btf__find_by_name_kind(btf, name.encode(), BTF_KIND_STRUCT))
+    bpf = lib()
+    tid = check(f"BTF struct {name}", bpf.btf__find_by_name_kind(btf, name.encode(), BTF_KIND_STRUCT))
     t, members = _members(btf, tid)
-    offsets = {L.btf__name_by_offset(btf, m.name_off).decode(): (m.offset & 0xFFFFFF) // 8 for m in members}
+    offsets = {bpf.btf__name_by_offset(btf, m.name_off).decode(): (m.offset & 0xFFFFFF) // 8 for m in members}
     return t.size, offsets
 
 
 def datasec_offsets(btf: int, section: str) -> dict[str, int]:
     """Byte offset of each variable in a data section (``.rodata``) of an opened object."""
-    L = lib()
-    tid = check(f"BTF section {section}", L.btf__find_by_name_kind(btf, section.encode(), BTF_KIND_DATASEC))
-    t = L.btf__type_by_id(btf, tid).contents
+    bpf = lib()
+    tid = check(f"BTF section {section}", bpf.btf__find_by_name_kind(btf, section.encode(), BTF_KIND_DATASEC))
+    t = bpf.btf__type_by_id(btf, tid).contents
     vlen = t.info & 0xFFFF
     infos = (_BtfVarSecinfo * vlen).from_address(ctypes.addressof(t) + ctypes.sizeof(_BtfType))
     out = {}
     for vi in infos:
-        var = L.btf__type_by_id(btf, vi.type).contents
-        out[L.btf__name_by_offset(btf, var.name_off).decode()] = vi.offset
+        var = bpf.btf__type_by_id(btf, vi.type).contents
+        out[bpf.btf__name_by_offset(btf, var.name_off).decode()] = vi.offset
     return out
 
 

@@ -125,11 +125,11 @@ class Loader:
 
     def close(self) -> None:
         """Detach every link and close every object; safe to call twice."""
-        L = lib()
+        bpf = lib()
         for ld in self._loaded.values():
             for link in ld.links:
-                L.bpf_link__destroy(link)
-            L.bpf_object__close(ld.obj)
+                bpf.bpf_link__destroy(link)
+            bpf.bpf_object__close(ld.obj)
         self._loaded.clear()
         for fd in self._maps.values():
             os.close(fd)
@@ -140,54 +140,54 @@ class Loader:
 
     # -- internals ----------------------------------------------------------
     def _load_one(self, feat: Feature) -> _Loaded:
-        L = lib()
+        bpf = lib()
         path = self.opts.bpf_dir / f"{feat.name}.bpf.o"
         if not path.is_file():
             raise OSError(2, f"object {path} not found (run `make build`)")
-        obj = check_ptr(f"open {path}", L.bpf_object__open_file(str(path).encode(), None))
+        obj = check_ptr(f"open {path}", bpf.bpf_object__open_file(str(path).encode(), None))
         ld = _Loaded(obj)
         try:
             self._configure(obj)
-            check(f"load {feat.name}", L.bpf_object__load(obj))
+            check(f"load {feat.name}", bpf.bpf_object__load(obj))
             for name in SHARED_MAPS:
                 if name not in self._maps:
-                    m = L.bpf_object__find_map_by_name(obj, name.encode())
-                    self._maps[name] = os.dup(check(f"map {name} fd", L.bpf_map__fd(m)))
+                    m = bpf.bpf_object__find_map_by_name(obj, name.encode())
+                    self._maps[name] = os.dup(check(f"map {name} fd", bpf.bpf_map__fd(m)))
             cg_fd = os.open(self.opts.cgroup_root, os.O_RDONLY | os.O_DIRECTORY) if feat.cgroup else -1
             try:
-                prog = L.bpf_object__next_program(obj, None)
+                prog = bpf.bpf_object__next_program(obj, None)
                 while prog:
-                    pname = L.bpf_program__name(prog).decode()
+                    pname = bpf.bpf_program__name(prog).decode()
                     if feat.cgroup:
-                        link = L.bpf_program__attach_cgroup(prog, cg_fd)
+                        link = bpf.bpf_program__attach_cgroup(prog, cg_fd)
                     else:
-                        link = L.bpf_program__attach(prog)
+                        link = bpf.bpf_program__attach(prog)
                     ld.links.append(check_ptr(f"attach {pname}", link))
-                    ld.progs[pname] = L.bpf_program__fd(prog)
-                    prog = L.bpf_object__next_program(obj, prog)
+                    ld.progs[pname] = bpf.bpf_program__fd(prog)
+                    prog = bpf.bpf_object__next_program(obj, prog)
             finally:
                 if cg_fd >= 0:
                     os.close(cg_fd)
         except BaseException:
             for link in ld.links:
-                L.bpf_link__destroy(link)
-            L.bpf_object__close(obj)
+                bpf.bpf_link__destroy(link)
+            bpf.bpf_object__close(obj)
             raise
         return ld
 
     def _configure(self, obj: int) -> None:
         """Size and share the maps and write `cfg` into .rodata, before load."""
-        L = lib()
+        bpf = lib()
         for name in SHARED_MAPS:
-            m = check_ptr(f"map {name}", L.bpf_object__find_map_by_name(obj, name.encode()))
+            m = check_ptr(f"map {name}", bpf.bpf_object__find_map_by_name(obj, name.encode()))
             if name in self._maps:
-                check(f"reuse map {name}", L.bpf_map__reuse_fd(m, self._maps[name]))
+                check(f"reuse map {name}", bpf.bpf_map__reuse_fd(m, self._maps[name]))
             elif name == "edges":
-                check("size edges", L.bpf_map__set_max_entries(m, self.opts.edge_map_size))
-        rodata = check_ptr(".rodata", L.bpf_object__find_map_by_name(obj, b".rodata"))
+                check("size edges", bpf.bpf_map__set_max_entries(m, self.opts.edge_map_size))
+        rodata = check_ptr(".rodata", bpf.bpf_object__find_map_by_name(obj, b".rodata"))
         size = ctypes.c_size_t()
-        base = check_ptr(".rodata value", L.bpf_map__initial_value(rodata, ctypes.byref(size)))
-        off = datasec_offsets(check_ptr("object BTF", L.bpf_object__btf(obj)), ".rodata")["cfg"]
+        base = check_ptr(".rodata value", bpf.bpf_map__initial_value(rodata, ctypes.byref(size)))
+        off = datasec_offsets(check_ptr("object BTF", bpf.bpf_object__btf(obj)), ".rodata")["cfg"]
         if off + ctypes.sizeof(abi.Config) > size.value:
             raise OSError(22, "cfg outside .rodata: object and agent/ebpf/abi.py disagree")
         cfg = abi.Config.from_address(base + off)

@@ -29,13 +29,13 @@ class EdgeMaps:
 
     def read(self) -> tuple[np.ndarray, np.ndarray]:
         """All entries: (keys as KEY_DTYPE, values as an (n, VAL_WORDS) u64 matrix)."""
-        L = lib()
+        bpf = lib()
         n = 0
         token = ctypes.c_uint64()
         in_batch = None
         while n < self.capacity:
             count = ctypes.c_uint32(self.capacity - n)
-            rc = L.bpf_map_lookup_batch(
+            rc = bpf.bpf_map_lookup_batch(
                 self.edges_fd, in_batch, ctypes.byref(token),
                 self._keys[n:].ctypes.data, self._vals[n:].ctypes.data, ctypes.byref(count), None)
             n += count.value
@@ -49,10 +49,10 @@ class EdgeMaps:
 
     def retire(self, keys: np.ndarray) -> np.ndarray:
         """Delete ``keys``, returning each one's final value (zeros if already gone)."""
-        L = lib()
+        bpf = lib()
         out = np.zeros((len(keys), abi.VAL_WORDS), np.uint64)
         for i in range(len(keys)):
-            rc = L.bpf_map_lookup_and_delete_elem(self.edges_fd, keys[i:i + 1].ctypes.data,
+            rc = bpf.bpf_map_lookup_and_delete_elem(self.edges_fd, keys[i:i + 1].ctypes.data,
                                                   out[i:i + 1].ctypes.data)
             if rc < 0 and rc != -errno.ENOENT:
                 raise BpfError("edges lookup_and_delete", -rc)
@@ -60,11 +60,11 @@ class EdgeMaps:
 
     def stats(self) -> list[int]:
         """Per-CPU agent-health counters (enum fl_stat), summed over CPUs."""
-        L = lib()
+        bpf = lib()
         buf = np.zeros(self.ncpus, np.uint64)
         out = []
         for i in range(abi.STATS_SLOTS):
             idx = ctypes.c_uint32(i)
-            check("stats lookup", L.bpf_map_lookup_elem(self.stats_fd, ctypes.byref(idx), buf.ctypes.data))
+            check("stats lookup", bpf.bpf_map_lookup_elem(self.stats_fd, ctypes.byref(idx), buf.ctypes.data))
             out.append(int(buf.sum()))
         return out

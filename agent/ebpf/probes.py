@@ -9,23 +9,23 @@ from agent.ebpf.libbpf import BpfError, check, check_ptr, lib
 
 def probe_hook(bpf_dir: Path, kind: str) -> str | None:
     """None if a ``kind`` (kprobe, fentry) program loads and attaches, else why not."""
-    L = lib()
+    bpf = lib()
     path = bpf_dir / "probes.bpf.o"
     try:
-        obj = check_ptr(f"open {path}", L.bpf_object__open_file(str(path).encode(), None))
+        obj = check_ptr(f"open {path}", bpf.bpf_object__open_file(str(path).encode(), None))
     except BpfError as e:
         return str(e).splitlines()[0]
     try:
-        prog = L.bpf_object__next_program(obj, None)
+        prog = bpf.bpf_object__next_program(obj, None)
         while prog:
-            L.bpf_program__set_autoload(prog, L.bpf_program__name(prog).decode() == f"probe_{kind}")
-            prog = L.bpf_object__next_program(obj, prog)
-        check(f"load {kind}", L.bpf_object__load(obj))
-        prog = L.bpf_object__find_program_by_name(obj, f"probe_{kind}".encode())
-        link = check_ptr(f"attach {kind}", L.bpf_program__attach(prog))
-        L.bpf_link__destroy(link)
+            bpf.bpf_program__set_autoload(prog, bpf.bpf_program__name(prog).decode() == f"probe_{kind}")
+            prog = bpf.bpf_object__next_program(obj, prog)
+        check(f"load {kind}", bpf.bpf_object__load(obj))
+        prog = bpf.bpf_object__find_program_by_name(obj, f"probe_{kind}".encode())
+        link = check_ptr(f"attach {kind}", bpf.bpf_program__attach(prog))
+        bpf.bpf_link__destroy(link)
         return None
     except BpfError as e:
         return str(e).splitlines()[0]
     finally:
-        L.bpf_object__close(obj)
+        bpf.bpf_object__close(obj)

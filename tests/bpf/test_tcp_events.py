@@ -9,7 +9,7 @@ import time
 
 from agent.ebpf import abi
 from tests.bpf.test_edges import edge
-from tests.pods.agent import AgentProc, find, one
+from tests.pods.agent import AgentProc, Sample, find, one
 from tests.pods.net import Pods
 
 BOUNDS = abi.bucket_bounds_seconds()
@@ -111,7 +111,7 @@ def test_resets_sent_and_received(pods: Pods, agent: AgentProc) -> None:
     assert one(m, "flowlens_edge_resets_total", direction="received", **edge(8118, "tcp", "client")) == 3
 
 
-def _median_seconds(m: dict, lab: dict[str, str], name: str) -> float:
+def _median_seconds(m: Sample, lab: dict[str, str], name: str) -> float:
     cum = [one(m, f"{name}_bucket", le=f"{b:.6f}", **lab) for b in BOUNDS]
     total = one(m, f"{name}_count", **lab)
     i = next(i for i, c in enumerate(cum) if c >= total / 2)
