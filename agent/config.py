@@ -63,7 +63,7 @@ class Settings(BaseModel):
     @classmethod
     def _listen(cls, v: str) -> str:
         host, sep, port = v.rpartition(":")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError(f"expected host:port, got {v!r}")
         return v
 

@@ -48,6 +48,7 @@ class AgentProc:
             except OSError:
                 pass
             time.sleep(0.1)
+        self.proc.kill()
         raise RuntimeError(f"agent not ready in {timeout}s: {self.log.read_text()}")
 
     def get(self, path: str) -> str:
