@@ -35,7 +35,7 @@ doctor: build venv
 	$(VENV)/bin/flowlens doctor
 
 lint: venv
-	$(VENV)/bin/ruff check agent tests
+	$(VENV)/bin/ruff check agent tests bench
 	$(VENV)/bin/mypy agent tests
 
 unit: venv build
