@@ -15,6 +15,7 @@ the kernel detaches everything when the process exits, even on SIGKILL;
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import os
 from dataclasses import dataclass, field
@@ -102,7 +103,8 @@ class Loader:
                 self._loaded[feat.name] = self._load_one(feat)
                 self.status.append(FeatureStatus(feat.name, feat.summary, True))
             except (BpfError, OSError) as e:
-                first = str(e).splitlines()[0]
+                # BpfError's str is its full message; a plain OSError's message is strerror
+                first = (str(e) if isinstance(e, BpfError) else str(e.strerror or e)).splitlines()[0]
                 log.warning("feature %s disabled: %s", feat.name, e)
                 self.status.append(FeatureStatus(feat.name, feat.summary, False, first))
         return self.status
@@ -148,7 +150,12 @@ class Loader:
         ld = _Loaded(obj)
         try:
             self._configure(obj)
-            check(f"load {feat.name}", bpf.bpf_object__load(obj))
+            try:
+                check(f"load {feat.name}", bpf.bpf_object__load(obj))
+            except BpfError as e:
+                if e.errno == errno.ESRCH:  # libbpf: attach target not in vmlinux BTF
+                    raise OSError(e.errno, f"hook not in this kernel ({', '.join(feat.hooks)})") from e
+                raise
             for name in SHARED_MAPS:
                 if name not in self._maps:
                     m = bpf.bpf_object__find_map_by_name(obj, name.encode())

@@ -84,3 +84,38 @@ def test_nothing_left_attached_after_exit(tmp_path: Path, sig: signal.Signals) -
     while our_prog_ids() & running and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not (our_prog_ids() & running)
+
+
+MISSING_HOOK = """
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "common.h"
+SEC("tp_btf/flowlens_no_such_tracepoint")
+int missing(void *ctx) { return 0; }
+"""
+
+
+def test_missing_hook_disables_one_feature(tmp_path: Path) -> None:
+    """Stand-in for a pre-6.3 kernel: `traffic` hooks a tracepoint this kernel lacks."""
+    bpf_dir = tmp_path / "bpf"
+    bpf_dir.mkdir()
+    for f in FEATURES:
+        if f.name != "traffic":
+            (bpf_dir / f"{f.name}.bpf.o").write_bytes((ROOT / "build" / f"{f.name}.bpf.o").read_bytes())
+    src = tmp_path / "traffic.bpf.c"
+    src.write_text(MISSING_HOOK)
+    multiarch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True).stdout.strip()
+    subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86", f"-I{ROOT / 'bpf'}",
+                    f"-I/usr/include/{multiarch or 'x86_64-linux-gnu'}", "-c", str(src), "-o",
+                    str(bpf_dir / "traffic.bpf.o")], check=True, timeout=60)
+    a = AgentProc(tmp_path, {"poll_interval": 0.5, "bpf_dir": str(bpf_dir)}).start()
+    try:
+        m = a.samples()
+        enabled = {dict(lab)["feature"]: (v, dict(lab)["reason"]) for (n, lab), v in m.items()
+                   if n == "flowlens_agent_feature_enabled"}
+    finally:
+        assert a.stop() == 0
+    assert enabled["traffic"][0] == 0
+    assert enabled["traffic"][1] == "hook not in this kernel (tp_btf/sock_send_length, tp_btf/sock_recv_length)"
+    assert all(v == 1 for name, (v, _) in enabled.items() if name != "traffic"), enabled
+    assert "feature traffic   OFF" in a.log.read_text()
