@@ -73,7 +73,7 @@ class Agent:
         resolver = Standalone(s.names, CgroupIndex(self.opts.cgroup_root))
         self.poller = Poller(maps, resolver, self.store, s.idle_polls)
         self.health = Health(__version__, features, self.poller.state, s.edge_map_size,
-                             lambda: len(self.store.snapshot()[0]), self.loader.run_stats)
+                             self.store.__len__, self.loader.run_stats)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(EdgeCollector(self.store))
         self.registry.register(HealthCollector(self.health))

@@ -62,6 +62,11 @@ class EdgeStore:
             self._active[:] = 0
             np.add.at(self._active, series, active)
 
+    def __len__(self) -> int:
+        """Number of series (label sets) seen so far."""
+        with self._lock:
+            return len(self._labels)
+
     def snapshot(self) -> tuple[list[EdgeLabels], np.ndarray, np.ndarray]:
         """(labels, totals, active) copies, consistent with each other."""
         with self._lock:

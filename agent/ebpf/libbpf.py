@@ -100,14 +100,14 @@ _SIGS: dict[str, tuple[Any, list[Any]]] = {
 _PRINT_FN = ctypes.CFUNCTYPE(_I, _I, _S, _P)
 _recent: deque[str] = deque(maxlen=40)
 _lib: ctypes.CDLL | None = None
+_libc = ctypes.CDLL(None)  # the process's own libc: already loaded, no I/O
 _print_cb: Any = None
 
 
 def _on_print(level: int, fmt: bytes, args: int) -> int:
     """libbpf's print callback: format with vsnprintf, keep warnings for errors."""
     buf = ctypes.create_string_buffer(2048)
-    libc = ctypes.CDLL(None)
-    libc.vsnprintf(buf, len(buf), fmt, ctypes.c_void_p(args))
+    _libc.vsnprintf(buf, len(buf), fmt, ctypes.c_void_p(args))
     text = buf.value.decode(errors="replace").rstrip()
     if level <= 1:  # LIBBPF_WARN, LIBBPF_INFO
         _recent.append(text)
