@@ -199,12 +199,15 @@ static __always_inline struct fl_edge_val *edge_val(struct fl_edge_key *key)
 	return v;
 }
 
-/* Key of a connected TCP socket, role from its state or guessed from ports. */
-static __always_inline struct fl_edge_val *tcp_edge(const struct sock *sk, struct fl_sock *s)
+/*
+ * Aggregate of a connected TCP socket.  `role` is the caller's when it knows
+ * it (a handshake transition), else the socket's stored role, else guessed
+ * from the ports.
+ */
+static __always_inline struct fl_edge_val *tcp_edge(const struct sock *sk, struct fl_sock *s, __u8 role)
 {
 	struct fl_edge_key key;
 	__u16 lport, rport;
-	__u8 role;
 
 	edge_key(&key, sk, IPPROTO_TCP, &lport, &rport);
 	if (s && s->lport) {
@@ -212,7 +215,8 @@ static __always_inline struct fl_edge_val *tcp_edge(const struct sock *sk, struc
 		lport = s->lport;
 		rport = s->rport;
 	}
-	role = s && s->role ? s->role : guess_role(lport, rport);
+	if (!role)
+		role = s && s->role ? s->role : guess_role(lport, rport);
 	set_role(&key, role, lport, rport);
 	return edge_val(&key);
 }

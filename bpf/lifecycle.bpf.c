@@ -39,16 +39,6 @@ static __always_inline __u32 failure(int err)
 	}
 }
 
-static __always_inline struct fl_edge_val *role_edge(const struct sock *sk, __u8 role)
-{
-	struct fl_edge_key key;
-	__u16 lport, rport;
-
-	edge_key(&key, sk, IPPROTO_TCP, &lport, &rport);
-	set_role(&key, role, lport, rport);
-	return edge_val(&key);
-}
-
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(inet_sock_set_state, const struct sock *sk, int oldstate, int newstate)
 {
@@ -76,10 +66,10 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, int oldstate, int newst
 			return 0;
 		if (newstate == TCP_CLOSE && role == FL_ROLE_SERVER)
 			return 0; /* half-open child dropped: not a connect attempt we saw */
-		v = role_edge(sk, role);
+		s = sock_state(sk, 0);
+		v = tcp_edge(sk, s, role);
 		if (!v)
 			return 0;
-		s = sock_state(sk, 0);
 		if (newstate == TCP_CLOSE) {
 			__sync_fetch_and_add(&v->conns[failure(sk->sk_err)], 1);
 			return 0;
@@ -106,7 +96,7 @@ int BPF_PROG(inet_sock_set_state, const struct sock *sk, int oldstate, int newst
 		if (!s || !(s->flags & FL_SK_ACTIVE))
 			return 0; /* established before we started: never counted */
 		s->flags &= ~FL_SK_ACTIVE;
-		v = tcp_edge(sk, s);
+		v = tcp_edge(sk, s, FL_ROLE_UNKNOWN);
 		if (v)
 			__sync_fetch_and_sub(&v->active, 1);
 	}

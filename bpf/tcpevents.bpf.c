@@ -32,7 +32,7 @@ int BPF_PROG(tcp_retransmit_skb, const struct sock *sk)
 	s->flags |= FL_SK_SYNCED;
 	if (!delta)
 		return 0;
-	v = tcp_edge(sk, s);
+	v = tcp_edge(sk, s, FL_ROLE_UNKNOWN);
 	if (v)
 		__sync_fetch_and_add(&v->retrans, delta);
 	return 0;
@@ -50,7 +50,7 @@ static __always_inline void reset(const struct sock *sk, int sent)
 	 * and the role is guessed from the ports. */
 	if (sock_proto(sk) != IPPROTO_TCP)
 		return;
-	v = tcp_edge(sk, sock_state(sk, 0));
+	v = tcp_edge(sk, sock_state(sk, 0), FL_ROLE_UNKNOWN);
 	if (!v)
 		return;
 	if (sent)
