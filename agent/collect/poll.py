@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from agent.collect.store import EdgeLabels, EdgeStore
+from agent.collect.store import EdgeLabels, EdgeStore, grown
 from agent.ebpf import abi
 from agent.identity.base import Resolver, parse_addr
 
@@ -110,11 +110,9 @@ class Poller:
             s = self._free.pop()
         else:
             s = len(self._slot)
-            if s >= len(self._prev):
-                grow = max(1024, len(self._prev))
-                self._prev = np.vstack([self._prev, np.zeros((grow, abi.VAL_WORDS), np.uint64)])
-                self._series = np.concatenate([self._series, np.zeros(grow, np.int64)])
-                self._idle = np.concatenate([self._idle, np.zeros(grow, np.int32)])
+            self._prev = grown(self._prev, s, 1024)
+            self._series = grown(self._series, s, 1024)
+            self._idle = grown(self._idle, s, 1024)
         self._slot[kb] = s
         self._prev[s] = 0
         self._idle[s] = 0

@@ -17,6 +17,14 @@ import numpy as np
 from agent.ebpf import abi
 
 
+def grown(a: np.ndarray, need: int, step: int) -> np.ndarray:
+    """``a`` with zero rows appended so row ``need`` exists (doubling, at least ``step``)."""
+    if need < len(a):
+        return a
+    extra = max(step, len(a))
+    return np.concatenate([a, np.zeros((extra, *a.shape[1:]), a.dtype)])
+
+
 class EdgeLabels(NamedTuple):
     reporter: str
     src_namespace: str
@@ -45,10 +53,8 @@ class EdgeStore:
             if sid is None:
                 sid = self._ids[labels] = len(self._labels)
                 self._labels.append(labels)
-                if sid >= len(self._totals):
-                    grow = max(256, len(self._totals))
-                    self._totals = np.vstack([self._totals, np.zeros((grow, abi.VAL_WORDS), np.uint64)])
-                    self._active = np.concatenate([self._active, np.zeros(grow, np.int64)])
+                self._totals = grown(self._totals, sid, 256)
+                self._active = grown(self._active, sid, 256)
             return sid
 
     def add(self, series: np.ndarray, delta: np.ndarray) -> None:

@@ -150,10 +150,6 @@ def check_ptr(what: str, ptr: int | None) -> int:
     return ptr
 
 
-def clear_log() -> None:
-    _recent.clear()
-
-
 def prog_run_stats(prog_fd: int) -> tuple[int, int]:
     """(run_time_ns, run_cnt) of a loaded program; zero unless stats are enabled."""
     buf = ctypes.create_string_buffer(_PROG_INFO_SIZE)
@@ -164,18 +160,18 @@ def prog_run_stats(prog_fd: int) -> tuple[int, int]:
     return run_ns, runs
 
 
-def _members(btf: int, type_id: int) -> tuple[_BtfType, list[Any]]:
-    t = lib().btf__type_by_id(btf, type_id).contents
+def _btf_type(btf: int, name: str, kind: int, entry: type[ctypes.Structure]) -> tuple[_BtfType, list[Any]]:
+    """A named BTF type and the ``vlen`` entries (members, var infos) that follow it."""
+    tid = check(f"BTF type {name}", lib().btf__find_by_name_kind(btf, name.encode(), kind))
+    t = lib().btf__type_by_id(btf, tid).contents
     vlen = t.info & 0xFFFF
-    arr = (_BtfMember * vlen).from_address(ctypes.addressof(t) + ctypes.sizeof(_BtfType))
-    return t, list(arr)
+    return t, list((entry * vlen).from_address(ctypes.addressof(t) + ctypes.sizeof(_BtfType)))
 
 
 def struct_layout(btf: int, name: str) -> tuple[int, dict[str, int]]:
     """Size and member byte offsets of struct ``name`` in a BTF handle."""
     bpf = lib()
-    tid = check(f"BTF struct {name}", bpf.btf__find_by_name_kind(btf, name.encode(), BTF_KIND_STRUCT))
-    t, members = _members(btf, tid)
+    t, members = _btf_type(btf, name, BTF_KIND_STRUCT, _BtfMember)
     offsets = {bpf.btf__name_by_offset(btf, m.name_off).decode(): (m.offset & 0xFFFFFF) // 8 for m in members}
     return t.size, offsets
 
@@ -183,10 +179,7 @@ def struct_layout(btf: int, name: str) -> tuple[int, dict[str, int]]:
 def datasec_offsets(btf: int, section: str) -> dict[str, int]:
     """Byte offset of each variable in a data section (``.rodata``) of an opened object."""
     bpf = lib()
-    tid = check(f"BTF section {section}", bpf.btf__find_by_name_kind(btf, section.encode(), BTF_KIND_DATASEC))
-    t = bpf.btf__type_by_id(btf, tid).contents
-    vlen = t.info & 0xFFFF
-    infos = (_BtfVarSecinfo * vlen).from_address(ctypes.addressof(t) + ctypes.sizeof(_BtfType))
+    _, infos = _btf_type(btf, section, BTF_KIND_DATASEC, _BtfVarSecinfo)
     out = {}
     for vi in infos:
         var = bpf.btf__type_by_id(btf, vi.type).contents

@@ -102,9 +102,8 @@ class Loader:
             try:
                 self._loaded[feat.name] = self._load_one(feat)
                 self.status.append(FeatureStatus(feat.name, feat.summary, True))
-            except (BpfError, OSError) as e:
-                # BpfError's str is its full message; a plain OSError's message is strerror
-                first = (str(e) if isinstance(e, BpfError) else str(e.strerror or e)).splitlines()[0]
+            except OSError as e:  # BpfError included: its strerror is the whole message
+                first = str(e.strerror or e).splitlines()[0]
                 log.warning("feature %s disabled: %s", feat.name, e)
                 self.status.append(FeatureStatus(feat.name, feat.summary, False, first))
         return self.status
