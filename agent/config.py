@@ -13,7 +13,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -58,6 +58,18 @@ class Settings(BaseModel):
     disable: list[str] = Field(default_factory=list, description="feature names not to load")
     bpf_stats: bool = Field(True, description="per-program run time (adds ~20 ns per event)")
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
+    identity: Literal["auto", "standalone", "kubernetes"] = Field(
+        "auto", description="auto = kubernetes when in a pod or a kubeconfig is given")
+    kubeconfig: str = Field("", description="kubeconfig file; '' = in-cluster service account or $KUBECONFIG")
+    node_name: str = Field("", description="this node's name; '' = $NODE_NAME, else the host name")
+    scope: Literal["cluster", "node"] = Field("cluster", description="what each agent watches (see README)")
+    granularity: Literal["workload", "pod"] = Field("workload", description="pod adds src_pod/dst_pod labels")
+    series_budget: int = Field(20000, ge=10, description="max edge series; new remote ends beyond it fold")
+    series_grace: float = Field(300.0, ge=0, description="seconds a gone pod's idle series stay exported")
+    zone_price_per_gb: float = Field(0.01, ge=0, description="dollars per GB crossing zones, each direction")
+    k8s_timeout: float = Field(10.0, gt=0, description="seconds: connect/read timeout of API calls")
+    k8s_backoff_max: float = Field(8.0, gt=0, description="seconds: cap of the jittered retry back-off")
+    conntrack_path: str = Field("auto", description="nf_conntrack file; auto = <proc_root>/net/nf_conntrack")
 
     @field_validator("listen")
     @classmethod

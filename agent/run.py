@@ -20,15 +20,21 @@ from prometheus_client import CollectorRegistry
 
 from agent import __version__, preflight
 from agent.collect.poll import Poller
-from agent.collect.store import EdgeStore
+from agent.collect.store import EdgeLabels, PodLabels, Table
 from agent.config import Settings
 from agent.ebpf.loader import Loader, LoadOptions
 from agent.ebpf.maps import EdgeMaps
-from agent.export.edges import EdgeCollector
+from agent.export.edges import edge_collector, pod_collector
 from agent.export.health import Health, HealthCollector
 from agent.export.server import MetricsServer
+from agent.export.zones import ZoneCollector
+from agent.identity import k8s
+from agent.identity.base import Resolver
 from agent.identity.cgroups import CgroupIndex
-from agent.identity.standalone import Standalone
+from agent.identity.cluster import ClusterIndex
+from agent.identity.conntrack import Conntrack
+from agent.identity.kube import KubeResolver
+from agent.identity.standalone import CidrNames, Standalone
 
 log = logging.getLogger("flowlens")
 
@@ -67,16 +73,43 @@ class Agent:
         if not any(f.enabled for f in features):
             self.loader.close()
             raise StartError("no feature could be loaded: " + "; ".join(f"{f.name}: {f.reason}" for f in features))
-        self.store = EdgeStore()
+        self.store: Table[EdgeLabels] = Table(s.series_budget)
+        self.pods: Table[PodLabels] = Table()
         maps = EdgeMaps(self.loader.map_fd("edges"), self.loader.map_fd("stats"), s.edge_map_size,
                         os.cpu_count() or 1)
-        resolver = Standalone(s.names, CgroupIndex(self.opts.cgroup_root))
-        self.poller = Poller(maps, resolver, self.store, s.idle_polls)
+        self.watches: k8s.Watches | None = None
+        try:
+            resolver = self._resolver(s)
+        except Exception as e:
+            self.loader.close()
+            raise StartError(f"kubernetes: {e}") from e
+        self.poller = Poller(maps, resolver, self.store, s.idle_polls, pods=self.pods,
+                             pod_labels=s.granularity == "pod", grace=s.series_grace)
+        w = self.watches
         self.health = Health(__version__, features, self.poller.state, s.edge_map_size,
-                             self.store.__len__, self.loader.run_stats)
+                             self.store.__len__, self.loader.run_stats, budget=s.series_budget,
+                             expired=lambda: self.store.expired + self.pods.expired,
+                             watches=w.states if w else list,
+                             malformed=(lambda: dict(w.index.malformed)) if w else dict,
+                             identity="kubernetes" if w else "standalone")
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(EdgeCollector(self.store))
+        self.registry.register(edge_collector(self.store, pods=s.granularity == "pod"))
+        self.registry.register(pod_collector(self.pods))
+        self.registry.register(ZoneCollector(self.poller.zones, s.zone_price_per_gb))
         self.registry.register(HealthCollector(self.health))
+
+    def _resolver(self, s: Settings) -> Resolver:
+        cgroups = CgroupIndex(self.opts.cgroup_root)
+        if not k8s.wanted(s.identity, s.kubeconfig, os.environ):
+            return Standalone(s.names, cgroups)
+        index = ClusterIndex()
+        node = k8s.node_name(s.node_name)
+        client = k8s.api_client(s.kubeconfig, os.environ)
+        self.watches = k8s.Watches(client, index, s.scope, node, s.k8s_timeout, s.k8s_backoff_max)
+        path = Path(s.proc_root) / "net" / "nf_conntrack" if s.conntrack_path == "auto" else Path(s.conntrack_path)
+        log.info("kubernetes identity: node %s, scope %s, conntrack %s", node, s.scope, path)
+        self.watches.start()
+        return KubeResolver(index, cgroups, CidrNames(s.names), Conntrack(path), node)
 
     def poll(self) -> None:
         try:
@@ -86,6 +119,8 @@ class Agent:
             log.exception("poll failed")
 
     def close(self) -> None:
+        if self.watches:
+            self.watches.stop()
         self.loader.close()
 
     def healthy(self) -> tuple[bool, str]:
@@ -97,7 +132,8 @@ class Agent:
         on = [f.name for f in self.health.features if f.enabled]
         if not self.poller.state.polls:
             return False, "waiting for the first poll"
-        return True, "ready: " + ", ".join(on)
+        names = f"; {self.watches.summary()}" if self.watches else ""
+        return True, "ready: " + ", ".join(on) + names
 
 
 def run(s: Settings) -> int:

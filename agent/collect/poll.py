@@ -6,6 +6,13 @@ the series (label set) the key resolves to, so series stay monotonic for the
 life of the process whatever happens to kernel entries.  A key whose
 counters did not move for ``idle_polls`` polls and has no active connection
 is retired: deleted from the kernel map with its final value accounted.
+
+Each key maps to an edge series and, when its local end is a pod, a pod
+series (``flowlens_pod_*``).  When the resolver says names may have changed
+(a watch caught up), every live key is resolved again: deltas from then on
+go to the new series, what was counted before stays where it was.  A new
+edge series beyond the store's budget is folded: its remote end becomes
+``other`` and ``folded`` counts the keys that were.
 """
 
 from __future__ import annotations
@@ -17,9 +24,11 @@ from typing import Protocol
 
 import numpy as np
 
-from agent.collect.store import EdgeLabels, EdgeStore, grown
+from agent.collect.store import EdgeLabels, EdgeStore, Ends, PodLabels, PodStore, ZoneLabels, ZoneStore, grown
 from agent.ebpf import abi
-from agent.identity.base import Resolver, parse_addr
+from agent.identity.base import End, Resolver, parse_addr
+
+OTHER = End("", "other", "other")
 
 
 class EdgeSource(Protocol):
@@ -39,25 +48,35 @@ class PollState:
     poll_seconds_total: float = 0.0
     entries: int = 0             # live kernel edge entries
     retired: int = 0             # entries deleted after idling
+    folded: int = 0              # keys whose remote end was folded into "other" (series budget)
+    relabels: int = 0            # times live keys were resolved again after a names change
     kernel: list[int] = field(default_factory=lambda: [0] * abi.STATS_SLOTS)
 
 
 class Poller:
-    def __init__(self, source: EdgeSource, resolver: Resolver, store: EdgeStore,
-                 idle_polls: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, source: EdgeSource, resolver: Resolver, store: EdgeStore, idle_polls: int,
+                 clock: Callable[[], float] = time.monotonic, pods: PodStore | None = None,
+                 pod_labels: bool = False, grace: float = 300.0) -> None:
         self.source, self.resolver, self.store = source, resolver, store
+        self.pods = pods if pods is not None else PodStore()
+        self.zones = ZoneStore()
+        self.pod_labels, self.grace = pod_labels, grace
         self.idle_polls = idle_polls
         self.clock = clock
         self.state = PollState()
         self._slot: dict[bytes, int] = {}
         self._free: list[int] = []
+        self._keys = np.zeros(0, abi.KEY_DTYPE)
         self._prev = np.zeros((0, abi.VAL_WORDS), np.uint64)
         self._series = np.zeros(0, np.int64)
+        self._pod = np.zeros(0, np.int64)  # pod series of the slot, -1 if the local end is no pod
+        self._zone = np.zeros((0, 2), np.int64)  # zone series (src->dst, dst->src), -1 if not counted
         self._idle = np.zeros(0, np.int32)
 
     def poll(self) -> None:
         start = self.clock()
-        self.resolver.refresh()
+        if self.resolver.refresh():
+            self._relabel()
         keys, vals = self.source.read()
         _orient(keys, vals)
         slots = self._slots_of(keys)
@@ -68,6 +87,11 @@ class Poller:
         self.store.add(series, delta)
         active = vals[:, abi.W_ACTIVE].view(np.int64)
         self.store.set_active(series, active)
+        pod = self._pod[slots]
+        mine = pod >= 0
+        self.pods.add(pod[mine], delta[mine])
+        self.pods.set_active(pod[mine], active[mine])
+        self._add_zones(slots, delta)
 
         moved = delta.any(axis=1) | (active != 0)
         self._idle[slots] = np.where(moved, 0, self._idle[slots] + 1)
@@ -82,6 +106,10 @@ class Poller:
         st.last_poll = self.clock()
         st.poll_seconds = st.last_poll - start
         st.poll_seconds_total += st.poll_seconds
+        live = slots[~done]
+        now = self.clock()
+        self.store.expire(self._series[live], self.resolver.exists, now, self.grace)
+        self.pods.expire(self._pod[live][self._pod[live] >= 0], self.resolver.exists, now, self.grace)
 
     def _retire(self, keys: np.ndarray, slots: np.ndarray) -> None:
         final = self.source.retire(keys)
@@ -90,6 +118,9 @@ class Poller:
         delta = np.where(gone[:, None], 0, final - self._prev[slots])
         delta[:, abi.W_ACTIVE] = 0
         self.store.add(self._series[slots], delta)
+        pod = self._pod[slots]
+        self.pods.add(pod[pod >= 0], delta[pod >= 0])
+        self._add_zones(slots, delta)
         for k, s in zip(_rows(keys), slots):
             del self._slot[k]
             self._free.append(int(s))
@@ -110,27 +141,70 @@ class Poller:
             s = self._free.pop()
         else:
             s = len(self._slot)
+            self._keys = grown(self._keys, s, 1024)
             self._prev = grown(self._prev, s, 1024)
             self._series = grown(self._series, s, 1024)
+            self._pod = grown(self._pod, s, 1024)
+            self._zone = grown(self._zone, s, 1024)
             self._idle = grown(self._idle, s, 1024)
         self._slot[kb] = s
+        self._keys[s] = key
         self._prev[s] = 0
         self._idle[s] = 0
-        self._series[s] = self.store.series_id(self._labels(key))
+        self._resolve(s)
         return s
 
-    def _labels(self, key: np.void) -> EdgeLabels:
-        local = self.resolver.local(int(key["cgroup"]), parse_addr(key["laddr"].tobytes()))
-        remote = self.resolver.remote(parse_addr(key["raddr"].tobytes()))
+    def _relabel(self) -> None:
+        for s in self._slot.values():
+            self._resolve(s)
+        self.state.relabels += 1
+
+    def _resolve(self, s: int) -> None:
+        """Point slot ``s`` at the edge and pod series its key resolves to now."""
+        key = self._keys[s]
+        r = self.resolver
+        laddr, raddr = parse_addr(key["laddr"].tobytes()), parse_addr(key["raddr"].tobytes())
+        proto = "tcp" if int(key["proto"]) == abi.PROTO_TCP else "udp"
+        port = int(key["port"])
+        local, remote = r.local(int(key["cgroup"]), laddr), r.remote(raddr)
         client = int(key["role"]) != abi.ROLE_SERVER
+        backend = r.backend(proto, laddr, raddr, port) if client else None
+        labels = _labels(local, remote, client, backend, port, proto, self.pod_labels)
+        if self.store.full(labels):
+            remote, backend = OTHER, None
+            labels = _labels(local, remote, client, backend, port, proto, self.pod_labels)
+            self.state.folded += 1
         src, dst = (local, remote) if client else (remote, local)
-        return EdgeLabels(
-            reporter="client" if client else "server",
-            src_namespace=src.namespace, src_workload=src.workload, src_workload_kind=src.kind,
-            dst_namespace=dst.namespace, dst_workload=dst.workload, dst_workload_kind=dst.kind,
-            dst_port=str(int(key["port"])),
-            protocol="tcp" if int(key["proto"]) == abi.PROTO_TCP else "udp",
-        )
+        self._series[s] = self.store.series_id(labels, Ends(src, dst, "client" if client else "server"))
+        self._pod[s] = self.pods.series_id(PodLabels(local.namespace, local.pod, local.workload, local.kind),
+                                           Ends(local, local, "")) if local.pod else -1
+        counted = client and (src.zone or dst.zone)
+        sz, dz = src.zone or "unknown", dst.zone or "unknown"
+        self._zone[s] = (self.zones.series_id(ZoneLabels(sz, dz)), self.zones.series_id(ZoneLabels(dz, sz))) \
+            if counted else (-1, -1)
+
+    def _add_zones(self, slots: np.ndarray, delta: np.ndarray) -> None:
+        """Bytes between zones, counted once: by the client's reporter (sent: src->dst, received: dst->src)."""
+        zone = self._zone[slots]
+        on = zone[:, 0] >= 0
+        if not on.any():
+            return
+        flow = np.zeros((2 * int(on.sum()), abi.VAL_WORDS), np.uint64)
+        flow[:, abi.W_SENT] = np.concatenate([delta[on, abi.W_SENT], delta[on, abi.W_RECV]])
+        self.zones.add(np.concatenate([zone[on, 0], zone[on, 1]]), flow)
+
+
+def _labels(local: End, remote: End, client: bool, backend: End | None, port: int, proto: str,
+            pods: bool) -> EdgeLabels:
+    src, dst = (local, remote) if client else (remote, local)
+    return EdgeLabels(
+        reporter="client" if client else "server",
+        src_namespace=src.namespace, src_workload=src.workload, src_workload_kind=src.kind,
+        dst_namespace=dst.namespace, dst_workload=dst.workload, dst_workload_kind=dst.kind,
+        dst_port=str(port), protocol=proto,
+        dst_backend=backend.workload if backend else "", dst_backend_kind=backend.kind if backend else "",
+        src_pod=src.pod if pods else "", dst_pod=dst.pod if pods else "",
+    )
 
 
 def _orient(keys: np.ndarray, vals: np.ndarray) -> None:

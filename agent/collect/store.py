@@ -1,20 +1,28 @@
-"""Per-series accumulators the exporter reads: one row per edge label set.
+"""Per-series accumulators the exporters read: one row per label set.
 
 Rows hold the summed deltas of every kernel key that resolved to the label
 set (all the words of ``fl_edge_val``, u64), and ``active`` holds the gauge
-recomputed at each poll.  Rows are never reused while the process lives, so
-counters are monotonic; dropping the series of vanished pods comes with the
-Kubernetes identity.
+recomputed at each poll.  Counters are monotonic while a series lives.
+
+A series lives while a kernel key maps to it; once none does, and an end
+it names is gone (a deleted pod or workload, an ``unknown`` placeholder),
+it is exported for ``grace`` more seconds and then dropped, its row reused.
+A store may have a ``budget``: :meth:`Table.full` says when a new label set
+would exceed it, and the collector folds instead (see ``collect.poll``).
 """
 
 from __future__ import annotations
 
 import threading
-from typing import NamedTuple
+from collections.abc import Callable, Hashable
+from typing import Generic, NamedTuple, TypeVar
 
 import numpy as np
 
 from agent.ebpf import abi
+from agent.identity.base import End
+
+L = TypeVar("L", bound=Hashable)
 
 
 def grown(a: np.ndarray, need: int, step: int) -> np.ndarray:
@@ -35,26 +43,67 @@ class EdgeLabels(NamedTuple):
     dst_workload_kind: str
     dst_port: str
     protocol: str
+    dst_backend: str       # workload behind a Service address ("" if not a Service or not known)
+    dst_backend_kind: str
+    src_pod: str           # "" unless granularity is pod
+    dst_pod: str
 
 
-class EdgeStore:
+class PodLabels(NamedTuple):
+    namespace: str
+    pod: str
+    workload: str
+    workload_kind: str
+
+
+class ZoneLabels(NamedTuple):
+    src_zone: str
+    dst_zone: str
+
+
+class Ends(NamedTuple):
+    """What a series is about: its ends (with zones), and which one is local."""
+
+    src: End
+    dst: End
+    reporter: str
+
+
+class Table(Generic[L]):
     """Thread-safe: the poll thread writes, scrape threads take snapshots."""
 
-    def __init__(self) -> None:
-        self._ids: dict[EdgeLabels, int] = {}
-        self._labels: list[EdgeLabels] = []
+    def __init__(self, budget: int = 0) -> None:
+        self.budget = budget
+        self._ids: dict[L, int] = {}
+        self._labels: list[L | None] = []
+        self._ends: list[Ends | None] = []
+        self._free: list[int] = []
+        self._gone_since: dict[int, float] = {}
         self._totals = np.zeros((0, abi.VAL_WORDS), np.uint64)
         self._active = np.zeros(0, np.int64)
         self._lock = threading.Lock()
+        self.expired = 0
 
-    def series_id(self, labels: EdgeLabels) -> int:
+    def full(self, labels: L) -> bool:
+        """True if ``labels`` is new and there is no room for it."""
+        return bool(self.budget) and labels not in self._ids and len(self._ids) >= self.budget
+
+    def series_id(self, labels: L, ends: Ends | None = None) -> int:
         with self._lock:
             sid = self._ids.get(labels)
             if sid is None:
-                sid = self._ids[labels] = len(self._labels)
-                self._labels.append(labels)
-                self._totals = grown(self._totals, sid, 256)
-                self._active = grown(self._active, sid, 256)
+                if self._free:
+                    sid = self._free.pop()
+                    self._labels[sid], self._ends[sid] = labels, ends
+                    self._totals[sid] = 0
+                else:
+                    sid = len(self._labels)
+                    self._labels.append(labels)
+                    self._ends.append(ends)
+                    self._totals = grown(self._totals, sid, 256)
+                    self._active = grown(self._active, sid, 256)
+                self._ids[labels] = sid
+            self._gone_since.pop(sid, None)
             return sid
 
     def add(self, series: np.ndarray, delta: np.ndarray) -> None:
@@ -68,13 +117,43 @@ class EdgeStore:
             self._active[:] = 0
             np.add.at(self._active, series, active)
 
-    def __len__(self) -> int:
-        """Number of series (label sets) seen so far."""
-        with self._lock:
-            return len(self._labels)
+    def expire(self, live: np.ndarray, exists: Callable[[End], bool], now: float, grace: float) -> int:
+        """Drop series with no live key whose ends are gone for ``grace`` seconds; returns how many."""
+        used = np.zeros(len(self._labels), bool)
+        used[live] = True
+        dropped = 0
+        for sid, ends in enumerate(self._ends):
+            if used[sid] or ends is None or self._labels[sid] is None:
+                continue
+            if exists(ends.src) and exists(ends.dst):
+                self._gone_since.pop(sid, None)
+                continue
+            since = self._gone_since.setdefault(sid, now)
+            if now - since >= grace:
+                with self._lock:
+                    del self._ids[self._labels[sid]]  # type: ignore[arg-type]
+                    self._labels[sid] = self._ends[sid] = None
+                    self._totals[sid] = 0
+                    self._active[sid] = 0
+                    self._free.append(sid)
+                    del self._gone_since[sid]
+                dropped += 1
+        self.expired += dropped
+        return dropped
 
-    def snapshot(self) -> tuple[list[EdgeLabels], np.ndarray, np.ndarray]:
-        """(labels, totals, active) copies, consistent with each other."""
+    def __len__(self) -> int:
+        """Number of live series (label sets)."""
         with self._lock:
-            n = len(self._labels)
-            return list(self._labels), self._totals[:n].copy(), self._active[:n].copy()
+            return len(self._ids)
+
+    def snapshot(self) -> tuple[list[L], list[Ends | None], np.ndarray, np.ndarray]:
+        """(labels, ends, totals, active) of live series, consistent with each other."""
+        with self._lock:
+            rows = [i for i, lab in enumerate(self._labels) if lab is not None]
+            labels: list[L] = [self._labels[i] for i in rows]  # type: ignore[misc]
+            return labels, [self._ends[i] for i in rows], self._totals[rows], self._active[rows]
+
+
+EdgeStore = Table[EdgeLabels]
+PodStore = Table[PodLabels]
+ZoneStore = Table[ZoneLabels]  # bytes from src_zone to dst_zone in the W_SENT word

@@ -1,7 +1,9 @@
-"""Edge metric families (``flowlens_edge_*``), built fresh at every scrape.
+"""Flow metric families, built fresh at every scrape: ``flowlens_edge_*`` per
+edge series and ``flowlens_pod_*`` (the same families) per local pod.
 
-Reads a snapshot of :class:`agent.collect.store.EdgeStore`; knows nothing of
-the kernel.  Units: bytes, seconds (the kernel's microseconds are converted
+Reads a snapshot of a :class:`agent.collect.store.Table`; knows nothing of
+the kernel.  ``src_pod``/``dst_pod`` are exported only at pod granularity.
+Units: bytes, seconds (the kernel's microseconds are converted
 here), counts.  Histograms use the kernel's fixed log2 buckets, upper bounds
 16 us * 2^i (i = 0..22) and +Inf, documented in README.md.
 """
@@ -9,15 +11,17 @@ here), counts.  Histograms use the kernel's fixed log2 buckets, upper bounds
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from agent.collect.store import EdgeLabels, EdgeStore
+from agent.collect.store import EdgeLabels, PodLabels, Table
 from agent.ebpf import abi
 
-LABELS = list(EdgeLabels._fields)
+EDGE = list(EdgeLabels._fields)
+POD = list(PodLabels._fields)
 BOUNDS = [f"{b:.6f}".rstrip("0") for b in abi.bucket_bounds_seconds()] + ["+Inf"]
 
 
@@ -28,34 +32,40 @@ def _hist(fam: HistogramMetricFamily, labels: list[str], hist: np.ndarray, sum_u
     fam.add_metric(labels, list(zip(BOUNDS, (float(c) for c in cum))), sum_us / 1e6)
 
 
-class EdgeCollector(Collector):
-    def __init__(self, store: EdgeStore) -> None:
-        self.store = store
+class FlowCollector(Collector):
+    """``<prefix>_*`` families from a table whose label tuples have the fields ``fields``.
+
+    ``export`` lists the fields exported as labels, in order (a subset of the tuple's)."""
+
+    def __init__(self, store: Table[Any], fields: list[str], export: list[str], prefix: str, what: str) -> None:
+        self.store, self.prefix, self.what = store, prefix, what
+        self.names = export
+        self._pick = [fields.index(f) for f in export]
+        self._proto = fields.index("protocol") if "protocol" in fields else -1
 
     def collect(self) -> Iterator[Metric]:
-        labels, tot, active = self.store.snapshot()
-        sent = CounterMetricFamily("flowlens_edge_sent_bytes", "Bytes the client sent to the server.",
-                                   labels=LABELS)
-        recv = CounterMetricFamily("flowlens_edge_received_bytes",
-                                   "Bytes the client received from the server.", labels=LABELS)
-        conns = CounterMetricFamily("flowlens_edge_connections", "TCP connect attempts by result.",
-                                    labels=[*LABELS, "result"])
-        dur = HistogramMetricFamily("flowlens_edge_connect_duration_seconds",
-                                    "TCP SYN sent to established, client side.", labels=LABELS)
-        rtt = HistogramMetricFamily("flowlens_edge_rtt_seconds",
-                                    "Sampled smoothed RTT of the edge's TCP sockets.", labels=LABELS)
-        retr = CounterMetricFamily("flowlens_edge_retransmits", "TCP segments retransmitted.",
-                                   labels=LABELS)
-        rst = CounterMetricFamily("flowlens_edge_resets", "TCP RSTs sent/received by the reporter.",
-                                  labels=[*LABELS, "direction"])
-        act = GaugeMetricFamily("flowlens_edge_active_connections", "Established TCP connections now.",
-                                labels=LABELS)
+        labels, _ends, tot, active = self.store.snapshot()
+        p, names, what = self.prefix, self.names, self.what
+        sent = CounterMetricFamily(f"{p}_sent_bytes", f"Bytes sent client to server, per {what}.", labels=names)
+        recv = CounterMetricFamily(f"{p}_received_bytes", f"Bytes the client received from the server, per {what}.",
+                                   labels=names)
+        conns = CounterMetricFamily(f"{p}_connections", f"TCP connect attempts by result, per {what}.",
+                                    labels=[*names, "result"])
+        dur = HistogramMetricFamily(f"{p}_connect_duration_seconds",
+                                    f"TCP SYN sent to established, client side, per {what}.", labels=names)
+        rtt = HistogramMetricFamily(f"{p}_rtt_seconds", f"Sampled smoothed RTT of TCP sockets, per {what}.",
+                                    labels=names)
+        retr = CounterMetricFamily(f"{p}_retransmits", f"TCP segments retransmitted, per {what}.", labels=names)
+        rst = CounterMetricFamily(f"{p}_resets", f"TCP RSTs sent/received by the reporter, per {what}.",
+                                  labels=[*names, "direction"])
+        act = GaugeMetricFamily(f"{p}_active_connections", f"Established TCP connections now, per {what}.",
+                                labels=names)
         for i, lab in enumerate(labels):
             row = tot[i]
-            values = list(lab)
+            values = [lab[j] for j in self._pick]
             sent.add_metric(values, float(row[abi.W_SENT]))
             recv.add_metric(values, float(row[abi.W_RECV]))
-            if lab.protocol != "tcp":
+            if self._proto >= 0 and lab[self._proto] != "tcp":
                 continue
             for r, name in enumerate(abi.RESULTS):
                 conns.add_metric([*values, name], float(row[abi.W_CONNS + r]))
@@ -67,3 +77,12 @@ class EdgeCollector(Collector):
                   int(row[abi.W_CONNECT_SUM]))
             _hist(rtt, values, row[abi.W_RTT_HIST:abi.W_RTT_HIST + abi.HIST_BUCKETS], int(row[abi.W_RTT_SUM]))
         yield from (sent, recv, conns, dur, rtt, retr, rst, act)
+
+
+def edge_collector(store: Table[EdgeLabels], pods: bool) -> FlowCollector:
+    export = EDGE if pods else [f for f in EDGE if f not in ("src_pod", "dst_pod")]
+    return FlowCollector(store, EDGE, export, "flowlens_edge", "edge")
+
+
+def pod_collector(store: Table[PodLabels]) -> FlowCollector:
+    return FlowCollector(store, POD, POD, "flowlens_pod", "local pod")

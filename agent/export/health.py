@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 from agent.collect.poll import PollState
 from agent.ebpf import abi
 from agent.ebpf.loader import FeatureStatus
+from agent.identity.watch import WatchState
 
 LOST = {"edge_full": "edge map full", "sk_nostorage": "no per-socket storage"}
 EVENTS = {"rst_nosock": "RST sent with no socket (closed port)",
@@ -29,6 +30,11 @@ class Health:
     capacity: int
     series: Callable[[], int]
     bpf_runs: Callable[[], dict[str, tuple[str, int, int]]]  # prog -> (feature, ns, count)
+    budget: int = 0
+    expired: Callable[[], int] = lambda: 0
+    watches: Callable[[], list[WatchState]] = list
+    malformed: Callable[[], dict[str, int]] = dict
+    identity: str = "standalone"
 
 
 class HealthCollector(Collector):
@@ -67,7 +73,7 @@ class HealthCollector(Collector):
         retired = CounterMetricFamily("flowlens_agent_edges_retired",
                                       "Idle edges read a last time and deleted from the kernel map.")
         retired.add_metric([], float(st.retired))
-        series = GaugeMetricFamily("flowlens_agent_series", "Edge series exported.")
+        series = GaugeMetricFamily("flowlens_agent_series", "Edge series exported (budget: series_budget).")
         series.add_metric([], float(h.series()))
         run_s = CounterMetricFamily("flowlens_agent_bpf_run_seconds",
                                     "CPU time spent in each BPF program (needs bpf_stats).",
@@ -78,3 +84,48 @@ class HealthCollector(Collector):
             run_s.add_metric([prog, feature], ns / 1e9)
             runs.add_metric([prog, feature], float(cnt))
         yield from (info, feat, entries, cap, lost, events, polls, perr, pdur, retired, series, run_s, runs)
+        yield from self._series_budget()
+        yield from self._k8s()
+
+    def _series_budget(self) -> Iterator[Metric]:
+        h, st = self.h, self.h.poll
+        budget = GaugeMetricFamily("flowlens_agent_series_budget", "Max edge series (setting series_budget).")
+        budget.add_metric([], float(h.budget))
+        folded = CounterMetricFamily("flowlens_agent_series_folded",
+                                     "Edges whose remote end was folded into workload 'other' by the budget.")
+        folded.add_metric([], float(st.folded))
+        expired = CounterMetricFamily("flowlens_agent_series_expired",
+                                      "Series dropped after their pod or workload was gone for the grace period.")
+        expired.add_metric([], float(h.expired()))
+        relabels = CounterMetricFamily("flowlens_agent_relabels", "Times live edges were named again.")
+        relabels.add_metric([], float(st.relabels))
+        yield from (budget, folded, expired, relabels)
+
+    def _k8s(self) -> Iterator[Metric]:
+        h = self.h
+        mode = InfoMetricFamily("flowlens_agent_identity", "How ends are named (standalone or kubernetes).")
+        mode.add_metric([], {"mode": h.identity})
+        yield mode
+        states = h.watches()
+        if not states and h.identity != "kubernetes":
+            return
+        lab = ["resource"]
+        up = GaugeMetricFamily("flowlens_agent_k8s_watch_up", "1 if the last list/watch call succeeded.", labels=lab)
+        synced = GaugeMetricFamily("flowlens_agent_k8s_synced", "1 once a full list has completed.", labels=lab)
+        lists = CounterMetricFamily("flowlens_agent_k8s_lists", "Full lists done (start, 410 Gone).", labels=lab)
+        gone = CounterMetricFamily("flowlens_agent_k8s_relists_gone", "Re-lists forced by 410 Gone.", labels=lab)
+        errors = CounterMetricFamily("flowlens_agent_k8s_errors", "Failed list/watch calls.", labels=lab)
+        events = CounterMetricFamily("flowlens_agent_k8s_events", "Watch events applied.", labels=lab)
+        bad = CounterMetricFamily("flowlens_agent_k8s_malformed", "Objects skipped because they did not parse.",
+                                  labels=lab)
+        malformed = h.malformed()
+        for s in states:
+            r = [s.resource]
+            up.add_metric(r, float(s.up))
+            synced.add_metric(r, float(s.synced))
+            lists.add_metric(r, float(s.lists))
+            gone.add_metric(r, float(s.relists_gone))
+            errors.add_metric(r, float(s.errors))
+            events.add_metric(r, float(s.events))
+            bad.add_metric(r, float(malformed.get(s.resource, 0)))
+        yield from (up, synced, lists, gone, errors, events, bad)

@@ -2,8 +2,11 @@
 
 The collector asks a :class:`Resolver` for the local end (socket cgroup and
 local address) and the remote end (remote address).  Standalone mode names
-ends from named CIDRs and cgroups; Kubernetes mode (later) implements the same
-protocol, so nothing outside ``agent/identity`` changes.
+ends from named CIDRs and cgroups; Kubernetes mode (:mod:`agent.identity.kube`)
+implements the same protocol, so nothing outside ``agent/identity`` changes.
+Names can arrive after an edge was first seen (a watch catching up), so
+:meth:`Resolver.refresh` says when earlier answers may have changed and the
+collector asks again.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class End:
     workload: str
     kind: str
     pod: str = ""
+    zone: str = ""  # topology zone, not a label of edges (zone metrics use it)
 
 
 EXTERNAL = End("", "external", "external")
@@ -38,8 +42,16 @@ class Resolver(Protocol):
         """The end at remote address ``addr`` (None when the kernel did not know it)."""
         ...
 
-    def refresh(self) -> None:
-        """Called once per poll: pick up new cgroups, watches, etc."""
+    def backend(self, proto: str, local: Address | None, remote: Address | None, port: int) -> End | None:
+        """Where a connection to a Service address really went (None: not a Service, or not known)."""
+        ...
+
+    def exists(self, end: End) -> bool:
+        """False once the pod or workload behind ``end`` is gone (its series may then expire)."""
+        ...
+
+    def refresh(self) -> bool:
+        """Called once per poll: pick up watch results; True if earlier answers may have changed."""
         ...
 
 

@@ -56,5 +56,12 @@ class Standalone:
             return UNKNOWN
         return self.cidrs.lookup(addr) or EXTERNAL
 
-    def refresh(self) -> None:
+    def backend(self, proto: str, local: Address | None, remote: Address | None, port: int) -> End | None:
+        return None
+
+    def exists(self, end: End) -> bool:
+        return True
+
+    def refresh(self) -> bool:
         """Nothing to watch: cgroups rescan lazily on unknown ids."""
+        return False

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent.collect.poll import Poller
 from agent.collect.store import EdgeStore
 from agent.ebpf import abi
-from agent.export.edges import EdgeCollector
+from agent.export.edges import edge_collector
 from agent.identity.base import EXTERNAL, Address, End
 
 
@@ -51,8 +51,14 @@ class FakeResolver:
     def remote(self, addr: Address | None) -> End:
         return EXTERNAL
 
-    def refresh(self) -> None:
-        pass
+    def backend(self, proto: str, local: Address | None, remote: Address | None, port: int) -> End | None:
+        return None
+
+    def exists(self, end: End) -> bool:
+        return True
+
+    def refresh(self) -> bool:
+        return False
 
 
 def key(cgroup: int, role: int, port: int = 80) -> np.ndarray:
@@ -63,7 +69,7 @@ def key(cgroup: int, role: int, port: int = 80) -> np.ndarray:
 
 
 def totals(store: EdgeStore) -> dict[tuple[str, str], tuple[int, int]]:
-    labels, tot, _ = store.snapshot()
+    labels, _, tot, _ = store.snapshot()
     return {(lab.reporter, lab.src_workload): (int(t[abi.W_SENT]), int(t[abi.W_RECV])) for lab, t in zip(labels, tot)}
 
 
@@ -102,10 +108,11 @@ def test_exposition() -> None:
     src.entries[key(1, abi.ROLE_CLIENT, 443).tobytes()][abi.W_CONNECT_HIST + 8] = 2  # 2 in (2.048, 4.096] ms
     p.poll()
     reg = CollectorRegistry()
-    reg.register(EdgeCollector(store))
+    reg.register(edge_collector(store, pods=False))
     got = {(x.name, tuple(sorted(x.labels.items()))): x.value
            for fam in text_string_to_metric_families(generate_latest(reg).decode()) for x in fam.samples}
-    lab = (("dst_namespace", ""), ("dst_port", "443"), ("dst_workload", "external"),
+    lab = (("dst_backend", ""), ("dst_backend_kind", ""), ("dst_namespace", ""), ("dst_port", "443"),
+           ("dst_workload", "external"),
            ("dst_workload_kind", "external"), ("protocol", "tcp"), ("reporter", "client"),
            ("src_namespace", "ns"), ("src_workload", "app1"), ("src_workload_kind", "host"))
 
