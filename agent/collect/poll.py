@@ -12,7 +12,9 @@ series (``flowlens_pod_*``).  When the resolver says names may have changed
 (a watch caught up), every live key is resolved again: deltas from then on
 go to the new series, what was counted before stays where it was.  A new
 edge series beyond the store's budget is folded: its remote end becomes
-``other`` and ``folded`` counts the keys that were.
+``other`` (kind ``other``), or, if that series is new too, both ends and the
+port do, so the budget is exceeded by at most the four overflow series
+(client/server x tcp/udp); ``folded`` counts the keys that were.
 """
 
 from __future__ import annotations
@@ -170,16 +172,19 @@ class Poller:
         client = int(key["role"]) != abi.ROLE_SERVER
         backend = r.backend(proto, laddr, raddr, port) if client else None
         labels = _labels(local, remote, client, backend, port, proto, self.pod_labels)
-        if self.store.full(labels):
+        if self.store.full(labels):  # budget: fold the remote end; if even that is new, fold the edge
             remote, backend = OTHER, None
             labels = _labels(local, remote, client, backend, port, proto, self.pod_labels)
+            if self.store.full(labels):
+                labels = _labels(OTHER, OTHER, client, None, 0, proto, False)
             self.state.folded += 1
         src, dst = (local, remote) if client else (remote, local)
         self._series[s] = self.store.series_id(labels, Ends(src, dst, "client" if client else "server"))
         self._pod[s] = self.pods.series_id(PodLabels(local.namespace, local.pod, local.workload, local.kind),
                                            Ends(local, local, "")) if local.pod else -1
-        counted = client and (src.zone or dst.zone)
-        sz, dz = src.zone or "unknown", dst.zone or "unknown"
+        zdst = backend or dst  # a Service's bytes cross to the zone of the backend that served them
+        counted = client and (src.zone or zdst.zone)
+        sz, dz = src.zone or "unknown", zdst.zone or "unknown"
         self._zone[s] = (self.zones.series_id(ZoneLabels(sz, dz)), self.zones.series_id(ZoneLabels(dz, sz))) \
             if counted else (-1, -1)
 

@@ -11,7 +11,7 @@ Running pod wins an IP over a finished one), an EndpointSlice backend
 (``node`` scope: remote pods are known only as Service backends; their
 workload is read from the pod name, see :func:`workload_from_pod_name`), a
 Service ClusterIP (kind ``Service``), a node address (kind ``Node``), a
-named CIDR, else ``external``.  Until a name is known the end is
+named CIDR, else ``external``.  Loopback is this node.  Until a name is known the end is
 ``unknown``; answers are cached and dropped whenever the index changes.
 """
 
@@ -82,6 +82,8 @@ class KubeResolver:
         return end
 
     def _find_remote(self, ip: str, addr: Address) -> End:
+        if addr.is_loopback:
+            return self._node_end()  # this node talking to itself
         idx = self.index
         pod = idx.pod_by_ip.get(ip)
         if pod is not None:

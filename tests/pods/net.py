@@ -17,6 +17,7 @@ from agent.identity.cgroups import find_cgroup2_root
 
 TRAFFIC = Path(__file__).with_name("traffic.py")
 BRIDGE = "flbr0"
+GATEWAY = "10.99.0.1"
 
 
 def sh(*args: str, check: bool = True, ns: str | None = None) -> str:
@@ -67,9 +68,14 @@ class Pod:
 
 
 class Pods:
-    def __init__(self, names: list[str]) -> None:
+    """``cgroups`` maps a pod name to its cgroup path under the test root (default: the name),
+    e.g. the nested directories kubelet creates.  ``gateway`` makes the host the pods' router
+    (10.99.0.1, forwarding on the bridge only), as a node is for kube-proxy's DNAT."""
+
+    def __init__(self, names: list[str], cgroups: dict[str, str] | None = None, gateway: bool = False) -> None:
         self.root = find_cgroup2_root(Path("/proc")) / "flowlens-test"
-        self.pods = {n: Pod(n, i, self.root / n) for i, n in enumerate(names)}
+        self.pods = {n: Pod(n, i, self.root / (cgroups or {}).get(n, n)) for i, n in enumerate(names)}
+        self.gateway = gateway
 
     def __getitem__(self, name: str) -> Pod:
         return self.pods[name]
@@ -87,6 +93,13 @@ class Pods:
             p.sh("ip", "addr", "add", f"{p.ip6}/64", "dev", "eth0", "nodad")
             p.sh("ip", "link", "set", "eth0", "up")
             p.cgroup.mkdir(parents=True, exist_ok=True)
+            if self.gateway:
+                p.sh("ip", "route", "add", "default", "via", GATEWAY)
+                # the host would redirect us straight to a DNAT'd backend, which drops the ClusterIP
+                p.sh("sysctl", "-qw", "net.ipv4.conf.all.accept_redirects=0", "net.ipv4.conf.eth0.accept_redirects=0")
+        if self.gateway:
+            sh("ip", "addr", "add", f"{GATEWAY}/24", "dev", BRIDGE)
+            sh("sysctl", "-qw", f"net.ipv4.conf.{BRIDGE}.forwarding=1")
         return self
 
     def down(self) -> None:
@@ -98,14 +111,16 @@ class Pods:
             if p.cgroup.exists():
                 for pid in (p.cgroup / "cgroup.procs").read_text().split():
                     os.kill(int(pid), 9)
+        if self.root.exists():  # deepest first
+            for d in sorted((d for d in self.root.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)):
                 try:
-                    p.cgroup.rmdir()
+                    d.rmdir()
                 except OSError:
                     pass
-        try:
-            self.root.rmdir()
-        except OSError:
-            pass
+            try:
+                self.root.rmdir()
+            except OSError:
+                pass
 
     def names_config(self) -> list[dict[str, str]]:
         out = []

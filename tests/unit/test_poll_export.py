@@ -127,3 +127,70 @@ def test_exposition() -> None:
     assert v("flowlens_edge_connect_duration_seconds_bucket", ("le", "+Inf")) == 2
     assert v("flowlens_edge_connect_duration_seconds_sum") == 0.003
     assert not any(dict(k[1]).get("dst_port", "443") != "443" for k in got)
+
+
+class NamedResolver(FakeResolver):
+    """Names that change when told to (a watch catching up), pods that can vanish."""
+
+    def __init__(self) -> None:
+        self.names: dict[int, End] = {}
+        self.remotes: dict[str, End] = {}
+        self.gone: set[str] = set()
+        self.changed = False
+
+    def local(self, cgroup: int, addr: Address | None) -> End:
+        return self.names.get(cgroup, End("", "unknown", "unknown"))
+
+    def remote(self, addr: Address | None) -> End:
+        return self.remotes.get(str(addr), EXTERNAL)
+
+    def exists(self, end: End) -> bool:
+        return end.pod not in self.gone
+
+    def refresh(self) -> bool:
+        changed, self.changed = self.changed, False
+        return changed
+
+
+def remote_key(cgroup: int, raddr: str, port: int = 80) -> np.ndarray:
+    k = key(cgroup, abi.ROLE_CLIENT, port)
+    k["raddr"][0] = np.frombuffer(ipaddress.IPv6Address("::ffff:" + raddr).packed, np.uint8)
+    return k
+
+
+def test_relabel_grace_budget_zones_and_pods() -> None:
+    src, store, clock = FakeSource(), EdgeStore(budget=3), [0.0]
+    r = NamedResolver()
+    p = Poller(src, r, store, idle_polls=1, clock=lambda: clock[0], grace=30.0)
+    src.put(remote_key(1, "10.0.0.9"), W_SENT=100, W_RECV=1000)
+    p.poll()
+    assert totals(store) == {("client", "unknown"): (100, 1000)}
+    # the watch delivers names: new deltas go to the named series, earlier counts stay put
+    r.names[1] = End("shop", "web", "Deployment", "web-1", "az-a")
+    r.remotes["10.0.0.9"] = End("shop", "db", "StatefulSet", "db-0", "az-b")
+    r.changed = True
+    src.put(remote_key(1, "10.0.0.9"), W_SENT=150, W_RECV=1200)
+    p.poll()
+    assert totals(store) == {("client", "unknown"): (100, 1000), ("client", "web"): (50, 200)}
+    assert p.state.relabels == 1
+    pods, _, ptot, _ = p.pods.snapshot()
+    assert [(x.pod, int(t[abi.W_SENT])) for x, t in zip(pods, ptot)] == [("web-1", 50)]
+    zlab, _, ztot, _ = p.zones.snapshot()
+    zones = {tuple(z): int(t[abi.W_SENT]) for z, t in zip(zlab, ztot)}
+    assert zones == {("az-a", "az-b"): 50, ("az-b", "az-a"): 200}
+    # budget 3: of two more remote ends one fits, the other folds into the overflow series
+    for i, ip in enumerate(("10.0.0.10", "10.0.0.11")):
+        r.remotes[ip] = End("shop", f"peer{i}", "Deployment", f"peer{i}-x")
+        src.put(remote_key(1, ip), W_SENT=7)
+    p.poll()
+    dst = {lab.dst_workload for lab in store.snapshot()[0]}
+    assert len(store) == 4 and "other" in dst and "peer1" not in dst and p.state.folded == 1
+    # the db key idled out and was retired; then the db pod is deleted: its series stays for the grace period
+    assert remote_key(1, "10.0.0.9").tobytes() in src.retired
+    r.gone.add("db-0")
+    p.poll()
+    assert "db" in {lab.dst_workload for lab in store.snapshot()[0]}
+    clock[0] = 31.0
+    p.poll()
+    assert "db" not in {lab.dst_workload for lab in store.snapshot()[0]} and store.expired == 1
+    assert ("client", "unknown") in totals(store)  # "unknown" is not a gone pod in this fake

@@ -1,0 +1,186 @@
+"""The agent process against the list/watch test server and netns pods whose
+processes sit in cgroups laid out as kubelet lays them out.
+
+Topology (host = node-a, zone az-a; it routes for the pods like a node):
+  web      10.99.0.2  shop/Deployment web   systemd+containerd cgroup, node-a
+  pay      10.99.0.3  shop/StatefulSet pay  cgroupfs cgroup, node-b (az-b)
+  partner  10.99.0.4  named CIDR "partner"
+  stranger 10.99.0.5  nothing knows it -> external (later: pod "late")
+  nodeb    10.99.0.6  node-b's InternalIP
+Service shop/pay: ClusterIP 10.96.0.10:80, DNAT'd by nft on the host to pay:8081.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import need_root
+from tests.k8s.apiserver import ApiServer
+from tests.k8s.objects import NODES, PODS, SERVICES, container_id, node, pod, service, wait_until
+from tests.pods.agent import AgentProc, Sample, find, one
+from tests.pods.net import Pods
+
+WEB_UID, PAY_UID, LATE_UID = ("0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0", "1a2b3c4d-5e6f-4a8b-9c0d-1e2f3a4b5c6d",
+                              "2b3c4d5e-6f7a-4b9c-8d1e-2f3a4b5c6d7e")
+CGROUPS = {
+    "web": "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{}.scope".format(
+        WEB_UID.replace("-", "_"), container_id("web")),
+    "pay": f"kubepods/besteffort/pod{PAY_UID}/{container_id('pay')}",
+}
+CLUSTER_IP = "10.96.0.10"
+NFT = f"""table ip flowlens_test {{
+chain pre {{
+type nat hook prerouting priority dstnat;
+ip daddr {CLUSTER_IP} tcp dport 80 dnat to 10.99.0.3:8081
+}}
+chain post {{
+type nat hook postrouting priority srcnat;
+ip saddr 10.99.0.0/24 ip daddr 10.99.0.3 tcp dport 8081 masquerade
+}}
+}}
+"""
+WEB = {"reporter": "client", "src_namespace": "shop", "src_workload": "web", "src_workload_kind": "Deployment"}
+REQ, RESP, N = 1_000, 3_000, 3
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[ApiServer]:
+    srv = ApiServer(bookmark_interval=1.0).start()
+    srv.put(NODES, node("node-a", "az-a", ["10.99.0.1"]))
+    srv.put(NODES, node("node-b", "az-b", ["10.99.0.6"]))
+    srv.put(PODS, pod("shop", "web-5c9d8-x2k4p", node="node-a", ips=["10.99.0.2", "fd99::2"],
+                      owner=("ReplicaSet", "web-5c9d8"), template_hash="5c9d8", containers=[container_id("web")],
+                      uid=WEB_UID))
+    srv.put(PODS, pod("shop", "pay-0", node="node-b", ips=["10.99.0.3"], owner=("StatefulSet", "pay"),
+                      containers=[container_id("pay")], uid=PAY_UID))
+    srv.put(SERVICES, service("shop", "pay", [CLUSTER_IP]))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def pods() -> Iterator[Pods]:
+    need_root()
+    p = Pods(["web", "pay", "partner", "stranger", "nodeb"], cgroups=CGROUPS, gateway=True).up()
+    subprocess.run(["nft", "-f", "-"], input=NFT, text=True, check=True)
+    yield p
+    subprocess.run(["nft", "delete", "table", "ip", "flowlens_test"], check=False)
+    p.down()
+
+
+@pytest.fixture(scope="module")
+def agent(api: ApiServer, pods: Pods, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProc]:
+    tmp: Path = tmp_path_factory.mktemp("k8s")
+    kubeconfig = tmp / "kubeconfig"
+    kubeconfig.write_text(api.kubeconfig())
+    a = AgentProc(tmp, {"poll_interval": 0.3, "idle_polls": 3, "kubeconfig": str(kubeconfig), "node_name": "node-a",
+                        "series_grace": 3, "k8s_backoff_max": 2,
+                        "names": [{"cidr": "10.99.0.4/32", "name": "partner", "namespace": "ext"}]}).start()
+    wait_until(lambda: "kubernetes: synced" in a.get("/readyz"), 15, "agent synced with the API")
+    yield a
+    assert a.stop() == 0, a.log.read_text()
+
+
+def exchange(pods: Pods, host: str, port: int, *, server: str, listen: tuple[str, int] | None = None,
+             count: int = N) -> None:
+    """``count`` connections web -> host:port moving REQ up and RESP down, checked on both sides."""
+    at = listen or (host, port)
+    srv = pods[server].serve("serve-tcp", at[0], str(at[1]), "--count", str(count), "--request", str(REQ),
+                             "--response", str(RESP))
+    moved = pods["web"].run("client-tcp", host, str(port), "--count", str(count), "--request", str(REQ),
+                            "--response", str(RESP))
+    assert moved == {"sent": count * REQ, "recv": count * RESP, "ok": count, "failed": 0, "reset": 0}
+    srv.communicate(timeout=30)
+
+
+def edge_bytes(m: Sample, **labels: str) -> tuple[float, float]:
+    return (one(m, "flowlens_edge_sent_bytes_total", **labels),
+            one(m, "flowlens_edge_received_bytes_total", **labels))
+
+
+def test_both_ends_named_from_the_cluster(pods: Pods, agent: AgentProc) -> None:
+    exchange(pods, "10.99.0.3", 8080, server="pay")
+    exchange(pods, CLUSTER_IP, 80, server="pay", listen=("10.99.0.3", 8081))  # kube-proxy style DNAT
+    exchange(pods, "10.99.0.6", 9000, server="nodeb")
+    exchange(pods, "10.99.0.4", 9001, server="partner")
+    exchange(pods, "10.99.0.5", 9002, server="stranger")
+    m = agent.settle()
+    want = (N * REQ, N * RESP)
+    pay = {"dst_namespace": "shop", "dst_workload": "pay"}
+    assert edge_bytes(m, **WEB, **pay, dst_workload_kind="StatefulSet", dst_port="8080") == want
+    assert edge_bytes(m, **WEB, **pay, dst_workload_kind="Service", dst_port="80",
+                      dst_backend="pay", dst_backend_kind="StatefulSet") == want
+    assert edge_bytes(m, **WEB, dst_workload="node-b", dst_workload_kind="Node", dst_port="9000") == want
+    assert edge_bytes(m, **WEB, dst_namespace="ext", dst_workload="partner", dst_workload_kind="cidr",
+                      dst_port="9001") == want
+    assert edge_bytes(m, **WEB, dst_workload="external", dst_workload_kind="external", dst_port="9002") == want
+    # the server end, seen on "its" node: pay is named through its cgroupfs-layout cgroup
+    server = {"reporter": "server", "dst_workload": "pay", "dst_workload_kind": "StatefulSet", "dst_port": "8080"}
+    assert edge_bytes(m, src_workload="web", src_workload_kind="Deployment", **server) == want
+    # behind the DNAT the backend sees the node's masqueraded address
+    assert edge_bytes(m, reporter="server", src_workload="node-a", src_workload_kind="Node",
+                      dst_workload="pay", dst_port="8081") == want
+    # zones: web (az-a) -> pay pod, pay Service backend and node-b (az-b); partner/stranger unknown
+    assert one(m, "flowlens_zone_bytes_total", src_zone="az-a", dst_zone="az-b") == 3 * N * REQ
+    assert one(m, "flowlens_zone_bytes_total", src_zone="az-b", dst_zone="az-a") == 3 * N * RESP
+    assert one(m, "flowlens_zone_bytes_total", src_zone="az-a", dst_zone="unknown") == 2 * N * REQ
+    cost = one(m, "flowlens_zone_cost_dollars_total", src_zone="az-a", dst_zone="az-b")
+    assert cost == pytest.approx(3 * N * REQ / 1e9 * 0.01)
+    assert not find(m, "flowlens_zone_cost_dollars_total", dst_zone="unknown")
+    # per local pod, no remote labels
+    assert one(m, "flowlens_pod_sent_bytes_total", namespace="shop", pod="web-5c9d8-x2k4p",
+               workload="web", workload_kind="Deployment") == 5 * N * REQ
+    assert one(m, "flowlens_agent_k8s_synced", resource="pods") == 1
+
+
+def test_api_down_30s_then_back_converges_without_losing_counts(api: ApiServer, pods: Pods,
+                                                                agent: AgentProc) -> None:
+    api.stop()
+    wait_until(lambda: "degraded" in agent.get("/readyz"), 20, "/readyz reports the outage")
+    start = time.monotonic()
+    # while the API is down a pod appears at the stranger's address, and a connection to it stays open
+    api.put(PODS, pod("shop", "late", node="node-b", ips=["10.99.0.5"], uid=LATE_UID))
+    server = pods["stranger"].serve("serve-tcp", "10.99.0.5", "9003", "--response", str(RESP))
+    client = pods["web"].spawn("client-tcp", "10.99.0.5", "9003", "--request", str(REQ), "--response", str(RESP),
+                               "--hold", "36")
+    m = agent.settle()
+    assert one(m, "flowlens_agent_k8s_watch_up", resource="pods") == 0
+    assert find(m, "flowlens_edge_active_connections", **WEB, dst_workload="external", dst_port="9003") == [1.0]
+    time.sleep(max(0.0, 30 - (time.monotonic() - start)))  # the outage lasts 30 s
+    api.start()
+    took = wait_until(lambda: bool(find(agent.samples(), "flowlens_edge_active_connections", **WEB,
+                                        dst_workload="late")) and "kubernetes: synced" in agent.get("/readyz"),
+                      10, "every watch back and the new pod's name on the live connection's edge")
+    out, err = client.communicate(timeout=60)
+    server.communicate(timeout=30)
+    moved = json.loads(out.strip().splitlines()[-1])
+    assert moved["ok"] == 1 and moved["recv"] == RESP, err
+    m = agent.settle()
+    # nothing lost: bytes before the names arrived stay on "external", later ones are on "late"
+    sent = {dict(lab)["dst_workload"]: v for (n, lab), v in m.items()
+            if n == "flowlens_edge_sent_bytes_total" and WEB.items() <= dict(lab).items()
+            and ("dst_port", "9003") in lab}
+    assert set(sent) == {"external", "late"} and sum(sent.values()) == moved["sent"], sent
+    assert took < 10
+
+
+def test_deleted_pod_series_expire_after_grace(api: ApiServer, pods: Pods, agent: AgentProc) -> None:
+    if ("shop", "late") in api.objects[PODS]:
+        api.delete(PODS, "shop", "late")
+    api.put(PODS, pod("shop", "gone-soon", node="node-b", ips=["10.99.0.5"], uid=LATE_UID))
+    exchange(pods, "10.99.0.5", 9004, server="stranger")
+    m = agent.settle()
+    assert one(m, "flowlens_edge_sent_bytes_total", **WEB, dst_workload="gone-soon", dst_port="9004") == N * REQ
+    api.delete(PODS, "shop", "gone-soon")
+    # idle_polls (3 x 0.3 s) to retire the key, then series_grace (3 s)
+    wait_until(lambda: not find(agent.samples(), "flowlens_edge_sent_bytes_total", dst_workload="gone-soon"),
+               15, "series of the deleted pod expired")
+    m = agent.samples()
+    assert one(m, "flowlens_agent_series_expired_total") >= 1
+    assert find(m, "flowlens_edge_sent_bytes_total", **WEB, dst_workload="pay")  # live pods keep theirs
