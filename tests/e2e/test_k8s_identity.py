@@ -184,3 +184,25 @@ def test_deleted_pod_series_expire_after_grace(api: ApiServer, pods: Pods, agent
     m = agent.samples()
     assert one(m, "flowlens_agent_series_expired_total") >= 1
     assert find(m, "flowlens_edge_sent_bytes_total", **WEB, dst_workload="pay")  # live pods keep theirs
+
+
+def test_faults_mixed_no_crash_names_converge(api: ApiServer, pods: Pods, agent: AgentProc) -> None:
+    """Malformed objects, 500s, a stream cut mid-line and a 410 Gone in a row: the agent keeps serving,
+    counts the malformed objects and names a new pod within 10 s of the API behaving again."""
+    api.put(PODS, {"metadata": "not an object"})
+    api.put(PODS, {"metadata": {"namespace": "shop", "name": "broken"}, "status": {"podIPs": 7}})
+    api.fail(6, 500)
+    api.end_watches(mid_line=True)
+    api.stop()
+    api.put(PODS, pod("shop", "fresh", node="node-b", ips=["10.99.0.4"], uid=LATE_UID))  # beats the CIDR name
+    api.compact()  # reconnecting watches get 410 Gone and must re-list (through the 500s)
+    api.delay = 0.5
+    api.start()
+    took = wait_until(lambda: "kubernetes: synced" in agent.get("/readyz"), 20, "watches back")
+    api.delay = 0.0
+    exchange(pods, "10.99.0.4", 9005, server="partner")
+    m = agent.settle()
+    assert one(m, "flowlens_edge_sent_bytes_total", **WEB, dst_workload="fresh", dst_port="9005") == N * REQ
+    assert one(m, "flowlens_agent_k8s_malformed_total", resource="pods") >= 2
+    assert one(m, "flowlens_agent_k8s_relists_gone_total", resource="pods") >= 1
+    assert agent.proc is not None and agent.proc.poll() is None and took < 10
