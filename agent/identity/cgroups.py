@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-_CONTAINER = re.compile(r"(?:^|[-:/])([0-9a-f]{64})(?:\.scope)?$")
+from agent.identity.containers import parse
+
 _UNIT = re.compile(r"([^/]+\.(?:service|scope|slice))$")
 
 
@@ -40,9 +41,9 @@ def name_of(rel: str) -> str:
     rel = rel.strip("/")
     if not rel:
         return "host"
-    m = _CONTAINER.search(rel)
-    if m:
-        return m.group(1)[:12]
+    container = parse(rel).container
+    if container:
+        return container[:12]
     m = _UNIT.search(rel)
     if m:
         return m.group(1)

@@ -24,7 +24,7 @@ import re
 from typing import NamedTuple
 
 _ID = r"[0-9a-f]{64}"
-_CONTAINER = re.compile(rf"(?:^|/)(?:cri-containerd-|crio-|docker-|containerd-)?({_ID})(?:\.scope)?$")
+_CONTAINER = re.compile(rf"(?:^|[-:/])({_ID})(?:\.scope)?$")  # <runtime>-<id>.scope, .../<id>
 _CONMON = re.compile(rf"crio-conmon-{_ID}\.scope$")
 _UID = r"[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}"
 _POD = re.compile(rf"(?:^|[/-])pod({_UID})(?:\.slice)?(?:/|$)")
