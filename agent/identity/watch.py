@@ -82,6 +82,7 @@ class Reflector:
                 failures = 0
             except GoneError:
                 self.state.relists_gone += 1
+                self.state.up, self.state.last_error = False, "410 Gone: re-listing"  # stale until the list lands
                 log.info("%s: resourceVersion %s expired (410 Gone), re-listing", self.resource, rv)
                 rv = None
             except Exception as e:  # any API, network or decoding error: back off, never die

@@ -198,8 +198,10 @@ def test_faults_mixed_no_crash_names_converge(api: ApiServer, pods: Pods, agent:
     api.compact()  # reconnecting watches get 410 Gone and must re-list (through the 500s)
     api.delay = 0.5
     api.start()
-    took = wait_until(lambda: "kubernetes: synced" in agent.get("/readyz"), 20, "watches back")
+    took = wait_until(lambda: one(agent.samples(), "flowlens_agent_k8s_relists_gone_total", resource="pods") >= 1
+                      and "kubernetes: synced" in agent.get("/readyz"), 20, "re-listed after 410, watches back")
     api.delay = 0.0
+    agent.settle()  # a poll has taken the new names in
     exchange(pods, "10.99.0.4", 9005, server="partner")
     m = agent.settle()
     assert one(m, "flowlens_edge_sent_bytes_total", **WEB, dst_workload="fresh", dst_port="9005") == N * REQ
