@@ -85,15 +85,11 @@ class Poller:
         delta = vals - self._prev[slots]
         delta[:, abi.W_ACTIVE] = 0  # a gauge, not a counter
         self._prev[slots] = vals
-        series = self._series[slots]
-        self.store.add(series, delta)
+        self._add(slots, delta)
         active = vals[:, abi.W_ACTIVE].view(np.int64)
-        self.store.set_active(series, active)
+        self.store.set_active(self._series[slots], active)
         pod = self._pod[slots]
-        mine = pod >= 0
-        self.pods.add(pod[mine], delta[mine])
-        self.pods.set_active(pod[mine], active[mine])
-        self._add_zones(slots, delta)
+        self.pods.set_active(pod[pod >= 0], active[pod >= 0])
 
         moved = delta.any(axis=1) | (active != 0)
         self._idle[slots] = np.where(moved, 0, self._idle[slots] + 1)
@@ -111,7 +107,8 @@ class Poller:
         live = slots[~done]
         now = self.clock()
         self.store.expire(self._series[live], self.resolver.exists, now, self.grace)
-        self.pods.expire(self._pod[live][self._pod[live] >= 0], self.resolver.exists, now, self.grace)
+        pod = self._pod[live]
+        self.pods.expire(pod[pod >= 0], self.resolver.exists, now, self.grace)
 
     def _retire(self, keys: np.ndarray, slots: np.ndarray) -> None:
         final = self.source.retire(keys)
@@ -119,10 +116,7 @@ class Poller:
         gone: np.ndarray = ~np.asarray(final.any(axis=1))
         delta = np.where(gone[:, None], 0, final - self._prev[slots])
         delta[:, abi.W_ACTIVE] = 0
-        self.store.add(self._series[slots], delta)
-        pod = self._pod[slots]
-        self.pods.add(pod[pod >= 0], delta[pod >= 0])
-        self._add_zones(slots, delta)
+        self._add(slots, delta)
         for k, s in zip(_rows(keys), slots):
             del self._slot[k]
             self._free.append(int(s))
@@ -188,8 +182,12 @@ class Poller:
         self._zone[s] = (self.zones.series_id(ZoneLabels(sz, dz)), self.zones.series_id(ZoneLabels(dz, sz))) \
             if counted else (-1, -1)
 
-    def _add_zones(self, slots: np.ndarray, delta: np.ndarray) -> None:
-        """Bytes between zones, counted once: by the client's reporter (sent: src->dst, received: dst->src)."""
+    def _add(self, slots: np.ndarray, delta: np.ndarray) -> None:
+        """Add per-slot deltas to the edge series, the pod series and the zone totals of the slots."""
+        self.store.add(self._series[slots], delta)
+        pod = self._pod[slots]
+        self.pods.add(pod[pod >= 0], delta[pod >= 0])
+        # bytes between zones, counted once: by the client's reporter (sent: src->dst, received: dst->src)
         zone = self._zone[slots]
         on = zone[:, 0] >= 0
         if not on.any():

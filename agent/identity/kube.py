@@ -35,7 +35,7 @@ class KubeResolver:
                  node: str) -> None:
         self.index, self.cgroups, self.cidrs, self.conntrack = index, cgroups, cidrs, conntrack
         self.node = node
-        self._local: dict[tuple[int, Address | None], End] = {}
+        self._local: dict[int, End] = {}  # by cgroup: a pod's sockets share it, whatever their address
         self._remote: dict[Address, End] = {}
 
     def refresh(self) -> bool:
@@ -53,10 +53,9 @@ class KubeResolver:
         return End("", self.node, "Node", zone=self.index.zone_of(self.node))
 
     def local(self, cgroup: int, addr: Address | None) -> End:
-        key = (cgroup, addr)
-        end = self._local.get(key)
+        end = self._local.get(cgroup)
         if end is None:
-            end = self._local[key] = self._find_local(cgroup)
+            end = self._local[cgroup] = self._find_local(cgroup)
         return end
 
     def _find_local(self, cgroup: int) -> End:
