@@ -2,10 +2,11 @@
 # Both install what they need (Debian packages, a .venv with the agent).
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool iproute2 nftables
+# prometheus: promtool and the server the e2e tier scrapes with; debootstrap: the image test's roots
+APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool iproute2 nftables prometheus debootstrap
 LISTEN ?= 127.0.0.1:9464
 
-.PHONY: all deps build venv run doctor test lint unit bpf-test e2e clean
+.PHONY: all deps build venv run doctor test lint unit bpf-test e2e clean chart-schema
 
 all: build venv
 
@@ -37,8 +38,8 @@ doctor: build venv
 	$(VENV)/bin/flowlens doctor
 
 lint: venv
-	$(VENV)/bin/ruff check agent tests bench
-	$(VENV)/bin/mypy agent tests
+	$(VENV)/bin/ruff check agent tests bench deploy
+	$(VENV)/bin/mypy agent tests deploy/helm/schema.py
 
 unit: venv build
 	$(PY) -m pytest -q tests/unit
@@ -49,6 +50,10 @@ bpf-test: venv build
 
 test: build venv lint
 	$(PY) -m pytest -q -rs tests
+
+# values.schema.json's `config` comes from the agent's Settings model (tests check it is current)
+chart-schema: venv
+	$(PY) deploy/helm/schema.py > deploy/helm/flowlens/values.schema.json
 
 clean:
 	rm -rf build $(VENV) .deps.stamp

@@ -6,6 +6,7 @@ pod reads the host's mounted directories and tests point at fixtures.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from agent.config import Settings
@@ -15,8 +16,11 @@ CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 12, 21, 38, 39
 
 
 def default_bpf_dir() -> Path:
-    """``build/`` beside the agent package (``make build`` writes it)."""
-    return Path(__file__).resolve().parent.parent / "build"
+    """``build/`` beside the agent package (``make build`` writes it) in a source checkout, else
+    ``<prefix>/share/flowlens/bpf`` where the image's install.sh puts the objects."""
+    checkout = Path(__file__).resolve().parent.parent / "build"
+    installed = Path(sys.prefix) / "share" / "flowlens" / "bpf"
+    return checkout if checkout.is_dir() or not installed.is_dir() else installed
 
 
 def capabilities(proc_root: Path) -> int:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 
 from agent import __version__, preflight
 from agent.collect.poll import Poller
@@ -53,6 +53,8 @@ def load_options(s: Settings) -> LoadOptions:
         ephemeral=preflight.ephemeral_range(Path(s.proc_root)),
         disabled=frozenset(s.disable),
         bpf_stats=s.bpf_stats,
+        # libbpf reads /sys/kernel/btf/vmlinux itself; name the file only when sys_root moves it.
+        btf=preflight.btf_path(s) if Path(s.sys_root) != Path("/sys") else None,
     )
 
 
@@ -97,6 +99,8 @@ class Agent:
         self.registry.register(pod_collector(self.pods))
         self.registry.register(ZoneCollector(self.poller.zones, s.zone_price_per_gb))
         self.registry.register(HealthCollector(self.health))
+        # process_cpu_seconds_total, process_resident_memory_bytes, ...: the agent's own cost
+        ProcessCollector(proc=s.proc_root, registry=self.registry)
 
     def _resolver(self, s: Settings) -> Resolver:
         cgroups = CgroupIndex(self.opts.cgroup_root)

@@ -57,6 +57,21 @@ class _BtfVarSecinfo(ctypes.Structure):
     _fields_ = [("type", ctypes.c_uint32), ("offset", ctypes.c_uint32), ("size", ctypes.c_uint32)]
 
 
+class OpenOpts(ctypes.Structure):
+    """``struct bpf_object_open_opts`` up to ``btf_custom_path`` (libbpf 0.6+); ``sz`` says how far."""
+
+    _fields_ = [("sz", ctypes.c_size_t), ("object_name", ctypes.c_char_p), ("relaxed_maps", ctypes.c_bool),
+                ("pin_root_path", ctypes.c_char_p), ("_stub", ctypes.c_uint32), ("kconfig", ctypes.c_char_p),
+                ("btf_custom_path", ctypes.c_char_p)]
+
+
+def open_opts(btf: str | None) -> OpenOpts | None:
+    """Open options naming the kernel BTF file (a host path mounted into a pod), or None for libbpf's own."""
+    if btf is None:
+        return None
+    return OpenOpts(sz=ctypes.sizeof(OpenOpts), btf_custom_path=btf.encode())
+
+
 _P = ctypes.c_void_p
 _I = ctypes.c_int
 _U32 = ctypes.c_uint32

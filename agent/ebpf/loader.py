@@ -22,7 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.ebpf import abi
-from agent.ebpf.libbpf import BPF_STATS_RUN_TIME, BpfError, check, check_ptr, datasec_offsets, lib, prog_run_stats
+from agent.ebpf.libbpf import (
+    BPF_STATS_RUN_TIME,
+    BpfError,
+    check,
+    check_ptr,
+    datasec_offsets,
+    lib,
+    open_opts,
+    prog_run_stats,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +69,7 @@ class LoadOptions:
     ephemeral: tuple[int, int] = (32768, 60999)
     disabled: frozenset[str] = frozenset()
     bpf_stats: bool = True
+    btf: Path | None = None  # kernel BTF; None = libbpf's default (/sys/kernel/btf/vmlinux)
 
 
 @dataclass
@@ -145,7 +155,10 @@ class Loader:
         path = self.opts.bpf_dir / f"{feat.name}.bpf.o"
         if not path.is_file():
             raise OSError(2, f"object {path} not found (run `make build`)")
-        obj = check_ptr(f"open {path}", bpf.bpf_object__open_file(str(path).encode(), None))
+        btf = str(self.opts.btf) if self.opts.btf else None
+        opts = open_opts(btf)
+        obj = check_ptr(f"open {path}", bpf.bpf_object__open_file(str(path).encode(),
+                                                                   ctypes.byref(opts) if opts else None))
         ld = _Loaded(obj)
         try:
             self._configure(obj)

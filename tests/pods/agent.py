@@ -33,11 +33,12 @@ class AgentProc:
         self.log = tmp / "agent.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 20) -> AgentProc:
+    def start(self, timeout: float = 20, argv: list[str] | None = None) -> AgentProc:
+        """Run the agent from this checkout, or `argv` (which must read `self.config`), until ready."""
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        argv = argv or [sys.executable, "-m", "agent.cli", "run", "--config", str(self.config)]
         with open(self.log, "wb") as logf:
-            self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--config", str(self.config)],
-                                         stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+            self.proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
