@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool iproute2 nftables prometheus debootstrap
 LISTEN ?= 127.0.0.1:9464
 
-.PHONY: all deps build venv run doctor test lint unit bpf-test e2e clean chart-schema
+.PHONY: all deps build venv run doctor test lint unit bpf-test e2e clean chart-schema dashboards
 
 all: build venv
 
@@ -40,6 +40,7 @@ doctor: build venv
 lint: venv
 	$(VENV)/bin/ruff check agent tests bench deploy
 	$(VENV)/bin/mypy agent tests deploy/helm/schema.py
+	$(VENV)/bin/mypy deploy/grafana
 
 unit: venv build
 	$(PY) -m pytest -q tests/unit
@@ -54,6 +55,10 @@ test: build venv lint
 # values.schema.json's `config` comes from the agent's Settings model (tests check it is current)
 chart-schema: venv
 	$(PY) deploy/helm/schema.py > deploy/helm/flowlens/values.schema.json
+
+# deploy/grafana/*.json come from deploy/grafana/make.py (tests check they are current)
+dashboards: venv
+	$(PY) deploy/grafana/make.py
 
 clean:
 	rm -rf build $(VENV) .deps.stamp
