@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool iproute2 nftables prometheus debootstrap
 LISTEN ?= 127.0.0.1:9464
 
-.PHONY: all deps build venv run doctor test lint unit bpf-test e2e clean chart-schema dashboards
+.PHONY: all deps build venv run doctor test lint unit bpf-test e2e clean chart-schema dashboards bench
 
 all: build venv
 
@@ -39,7 +39,7 @@ doctor: build venv
 
 lint: venv
 	$(VENV)/bin/ruff check agent tests bench deploy
-	$(VENV)/bin/mypy agent tests deploy/helm/schema.py
+	$(VENV)/bin/mypy agent tests bench deploy/helm/schema.py
 	$(VENV)/bin/mypy deploy/grafana
 
 unit: venv build
@@ -51,6 +51,12 @@ bpf-test: venv build
 
 test: build venv lint
 	$(PY) -m pytest -q -rs tests
+
+# Cost benchmarks (root; not part of `make test`: tests do not time things). Work in progress (issue 5):
+# collector poll and /metrics render at 1k/10k edges, per-program BPF cost under loopback load.
+bench: build venv
+	$(PY) -m bench.collector --out bench/results/collector.md
+	$(PY) -m bench.bpf_cost --out bench/results/bpf_cost.md
 
 # values.schema.json's `config` comes from the agent's Settings model (tests check it is current)
 chart-schema: venv
