@@ -62,6 +62,7 @@ def test_runtime_stage_has_no_compiler(stages: tuple[Rootfs, Path]) -> None:
 
 def _exchange(port_holder: list[int], done: threading.Event) -> None:
     with socket.create_server(("127.0.0.1", 0)) as srv:
+        srv.settimeout(30)  # a failed client must not leave this thread (and pytest) waiting forever
         port_holder.append(srv.getsockname()[1])
         done.set()
         conn, _ = srv.accept()
