@@ -17,6 +17,7 @@ import errno
 import logging
 import os
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -65,11 +66,11 @@ class OpenOpts(ctypes.Structure):
                 ("btf_custom_path", ctypes.c_char_p)]
 
 
-def open_opts(btf: str | None) -> OpenOpts | None:
+def open_opts(btf: Path | None) -> OpenOpts | None:
     """Open options naming the kernel BTF file (a host path mounted into a pod), or None for libbpf's own."""
     if btf is None:
         return None
-    return OpenOpts(sz=ctypes.sizeof(OpenOpts), btf_custom_path=btf.encode())
+    return OpenOpts(sz=ctypes.sizeof(OpenOpts), btf_custom_path=str(btf).encode())
 
 
 _P = ctypes.c_void_p

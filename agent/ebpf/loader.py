@@ -155,8 +155,7 @@ class Loader:
         path = self.opts.bpf_dir / f"{feat.name}.bpf.o"
         if not path.is_file():
             raise OSError(2, f"object {path} not found (run `make build`)")
-        btf = str(self.opts.btf) if self.opts.btf else None
-        opts = open_opts(btf)
+        opts = open_opts(self.opts.btf)
         obj = check_ptr(f"open {path}", bpf.bpf_object__open_file(str(path).encode(),
                                                                    ctypes.byref(opts) if opts else None))
         ld = _Loaded(obj)

@@ -49,9 +49,8 @@ def quantile(q: float, metric: str, by: str, sel: str) -> str:
 
 
 def edge_rtt_p95() -> str:
-    sel = 'src_namespace=~"$namespace"'
-    return (f"{quantile(0.95, 'flowlens_edge_rtt_seconds', E, sel)} or "
-            f"{quantile(0.95, 'flowlens_edge_rtt_seconds', E, sel.replace('src_', 'dst_'))}")
+    src, dst = (quantile(0.95, "flowlens_edge_rtt_seconds", E, NS.format(side=side)) for side in ("src", "dst"))
+    return f"{src} or {dst}"
 
 
 def as_edge(expr: str) -> str:

@@ -26,12 +26,17 @@ def _helm() -> Any:
     return helm
 
 
+def _rendered(values: Obj | None, namespace: str = "obs") -> dict[str, str]:
+    """Template path -> rendered text, as `helm install fl` into `namespace` would render it."""
+    out: dict[str, str] = _helm().Chart.load(CHART).render(values or {}, name="fl", namespace=namespace,
+                                                             is_install=True)
+    return out
+
+
 def render(values: Obj | None = None, namespace: str = "obs") -> list[Obj]:
     """Every object the chart renders for `values` (NOTES.txt left out)."""
-    chart = _helm().Chart.load(CHART)
-    out = chart.render(values or {}, name="fl", namespace=namespace, is_install=True)
     objs: list[Obj] = []
-    for path, text in sorted(out.items()):
+    for path, text in sorted(_rendered(values, namespace).items()):
         if path.endswith("NOTES.txt"):
             continue
         objs.extend(d for d in yaml.safe_load_all(text) if d)
@@ -39,8 +44,7 @@ def render(values: Obj | None = None, namespace: str = "obs") -> list[Obj]:
 
 
 def notes(values: Obj | None = None) -> str:
-    out = _helm().Chart.load(CHART).render(values or {}, name="fl", namespace="obs", is_install=True)
-    return str(out["flowlens/templates/NOTES.txt"])
+    return _rendered(values)["flowlens/templates/NOTES.txt"]
 
 
 def kind(objs: list[Obj], k: str) -> list[Obj]:

@@ -86,6 +86,6 @@ class Prometheus:
         return values
 
     def scrapes(self) -> float:
-        """Successful scrapes of the agent so far (0 before the first)."""
+        """Scrapes of the agent so far (0 before the first)."""
         r = self.query('sum(count_over_time(up{job="flowlens"}[1h]))')
         return float(r[0]["value"][1]) if r else 0.0

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tests.e2e.prom import RULES, Prometheus
-from tests.e2e.world import exchange
+from tests.e2e.world import CLUSTER_IP, exchange
 from tests.k8s.apiserver import ApiServer
 from tests.k8s.objects import wait_until
 from tests.pods.agent import ROOT, AgentProc
@@ -45,7 +45,7 @@ def scraped(api: ApiServer, pods: Pods, tmp_path_factory: pytest.TempPathFactory
         wait_until(lambda: prom.scrapes() >= 2, 20, "prometheus scraped the agent")
         for _ in range(4):  # a few seconds of traffic, so rates over WINDOW are > 0 at query time
             exchange(pods, "10.99.0.3", 8080, server="pay")          # web -> pay pod, az-a -> az-b
-            exchange(pods, "10.96.0.10", 80, server="pay", listen=("10.99.0.3", 8081))  # via the Service
+            exchange(pods, CLUSTER_IP, 80, server="pay", listen=("10.99.0.3", 8081))  # via the Service
             exchange(pods, "10.99.0.5", 9002, server="stranger")    # web -> external
             pods["web"].run("client-tcp", "10.99.0.5", "9003", "--count", "2", "--request", "10",
                             "--response", "0")                       # refused: nobody listens

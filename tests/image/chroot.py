@@ -18,11 +18,15 @@ from tests.pods.agent import ROOT
 MIRROR = "http://deb.debian.org/debian"
 # A clean environment, as a container build has. The host's CA bundle goes in as /host-ca.crt for pip:
 # where a TLS-inspecting proxy sits between us and PyPI (as on our build machines), only it is trusted.
-ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
-       "HOME": "/root", "PIP_DEFAULT_TIMEOUT": "180"}
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
-if HOST_CA.is_file():
-    ENV["PIP_CERT"] = "/host-ca.crt"
+
+
+def clean_env() -> dict[str, str]:
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
+           "HOME": "/root", "PIP_DEFAULT_TIMEOUT": "180"}
+    if HOST_CA.is_file():
+        env["PIP_CERT"] = "/host-ca.crt"
+    return env
 
 
 def release() -> str:
@@ -46,9 +50,8 @@ def debootstrap(tar: Path) -> Path:
     return tar
 
 
-_MOUNTS = """set -e
-r=$1; shift
-mount -t proc proc "$r/proc"
+# Mounts a pod has, under the root "$r" (set by the caller's script before these lines).
+_MOUNTS = """mount -t proc proc "$r/proc"
 mount --rbind /sys "$r/sys"
 mount -o remount,bind,ro "$r/sys"
 mount --rbind /dev "$r/dev"
@@ -70,9 +73,9 @@ class Rootfs:
 
     def run(self, *cmd: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         """Run `cmd` inside this root as root; raise with its output if it fails."""
-        script = _MOUNTS + 'exec chroot "$r" "$@"'
+        script = 'set -e\nr=$1; shift\n' + _MOUNTS + 'exec chroot "$r" "$@"'
         r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
-                            str(self.path), *cmd], capture_output=True, text=True, timeout=timeout, env=ENV)
+                            str(self.path), *cmd], capture_output=True, text=True, timeout=timeout, env=clean_env())
         if r.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} in {self.path} exited {r.returncode}:\n{r.stdout[-4000:]}"
                                  f"\n{r.stderr[-4000:]}")
@@ -84,8 +87,8 @@ class Rootfs:
         ro = self.path.with_name(self.path.name + ".ro")
         ro.mkdir(exist_ok=True)
         keep = ",".join(f"+{c.lower()}" for c in caps)
-        script = (f'set -e\nmount --bind "$1" "{ro}"\nmount -o remount,bind,ro "{ro}"\nshift\n'
-                  + _MOUNTS.replace("r=$1; shift", f'r="{ro}"')
+        script = (f'set -e\nr="{ro}"\nmount --bind "$1" "$r"\nmount -o remount,bind,ro "$r"\nshift\n'
+                  + _MOUNTS
                   + 'mount -t tmpfs -o size=16m tmpfs "$r/tmp"\n'
                   + f'exec chroot "$r" /usr/bin/setpriv --bounding-set=-all,{keep} --inh-caps=-all -- '
                   + '/usr/bin/env PYTHONDONTWRITEBYTECODE=1 "$@"')
