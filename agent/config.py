@@ -64,6 +64,8 @@ class Settings(BaseModel):
     node_name: str = Field("", description="this node's name; '' = $NODE_NAME, else the host name")
     scope: Literal["cluster", "node"] = Field("cluster", description="what each agent watches (see README)")
     granularity: Literal["workload", "pod"] = Field("workload", description="pod adds src_pod/dst_pod labels")
+    edge_bucket_stride: int = Field(2, ge=1, le=4, description="edge histograms export every Nth of the kernel's "
+                                    "23 log2 bounds (2: 16us*4^i, 13 samples per histogram; pod series keep all)")
     series_budget: int = Field(20000, ge=10, description="max edge series; new remote ends beyond it fold")
     series_grace: float = Field(300.0, ge=0, description="seconds a gone pod's idle series stay exported")
     zone_price_per_gb: float = Field(0.01, ge=0, description="dollars per GB crossing zones, each direction")

@@ -1,38 +1,56 @@
-"""HTTP endpoints: ``/metrics`` (Prometheus text, OpenMetrics when the
-scraper asks for it), ``/healthz`` (the poll loop is alive) and ``/readyz``
-(a first poll has completed and at least one feature is attached).
+"""HTTP endpoints: ``/metrics`` (Prometheus text format 0.0.4), ``/healthz`` (the poll loop is alive)
+and ``/readyz`` (a first poll has completed and at least one feature is attached).
+
+``/metrics`` is streamed: the body comes from an iterator of chunks and is written as it is produced,
+so a scrape of 10k edges never holds the whole text (tens of MB) in memory.  With no Content-Length the
+response is HTTP/1.0 and ends when the connection closes, which every Prometheus version reads.  Always
+text 0.0.4, whatever the Accept header asks: Prometheus falls back to it, and one format keeps the
+flow renderer (agent/export/edges.py) simple.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
 log = logging.getLogger(__name__)
 
 Check = Callable[[], tuple[bool, str]]
+TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class MetricsServer:
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, healthy: Check, ready: Check) -> None:
-        reg, hc, rc = registry, healthy, ready
+    def __init__(self, host: str, port: int, metrics: Callable[[], Iterable[bytes]], healthy: Check,
+                 ready: Check) -> None:
+        render, hc, rc = metrics, healthy, ready
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server API)
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
-                    self._send(200, encoder(reg), ctype)
+                    self._stream(render())
                 elif path in ("/healthz", "/readyz"):
                     ok, why = (hc if path == "/healthz" else rc)()
                     self._send(200 if ok else 503, (why + "\n").encode(), "text/plain")
                 else:
                     self._send(404, b"try /metrics, /healthz or /readyz\n", "text/plain")
+
+            def _stream(self, chunks: Iterable[bytes]) -> None:
+                it = iter(chunks)
+                try:
+                    first = next(it, b"")  # the agent's own families: a failure here is still a clean 500
+                except Exception as e:
+                    log.exception("rendering /metrics failed")
+                    self._send(500, f"rendering metrics failed: {e}\n".encode(), "text/plain")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", TEXT)
+                self.end_headers()
+                self.wfile.write(first)
+                for chunk in it:
+                    self.wfile.write(chunk)
 
             def _send(self, code: int, body: bytes, ctype: str) -> None:
                 self.send_response(code)

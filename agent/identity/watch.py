@@ -27,8 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from kubernetes.watch.watch import iter_resp_lines
-
 log = logging.getLogger("flowlens.k8s")
 Obj = dict[str, Any]
 ListFn = Callable[..., Any]
@@ -122,6 +120,9 @@ class Reflector:
         resp = self._call(watch=True, resource_version=rv, allow_watch_bookmarks=True, timeout_seconds=seconds,
                           _request_timeout=(self.timeout, seconds + self.timeout))
         self.state.up = True
+        # imported here: the client costs ~14 MB of RSS, which a standalone agent never pays
+        from kubernetes.watch.watch import iter_resp_lines
+
         try:
             for line in iter_resp_lines(resp):  # type: ignore[no-untyped-call]
                 if stop.is_set():

@@ -21,6 +21,8 @@ def pods() -> Iterator[Pods]:
 @pytest.fixture(scope="package")
 def agent(pods: Pods, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProc]:
     tmp: Path = tmp_path_factory.mktemp("agent")
-    a = AgentProc(tmp, {"poll_interval": 0.3, "rtt_sample_interval": 0.05, "names": pods.names_config()}).start()
+    # stride 1: the histogram tests compare at the kernel's own factor-2 resolution
+    a = AgentProc(tmp, {"poll_interval": 0.3, "rtt_sample_interval": 0.05, "edge_bucket_stride": 1,
+                        "names": pods.names_config()}).start()
     yield a
     assert a.stop() == 0, a.log.read_text()

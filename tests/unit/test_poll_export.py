@@ -6,13 +6,12 @@ from __future__ import annotations
 import ipaddress
 
 import numpy as np
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.collect.poll import Poller
 from agent.collect.store import EdgeStore
 from agent.ebpf import abi
-from agent.export.edges import edge_collector
+from agent.export.edges import edge_text
 from agent.identity.base import EXTERNAL, Address, End
 
 
@@ -107,10 +106,9 @@ def test_exposition() -> None:
             W_CONNECT_SUM=3000, W_CONNECT_HIST=0)
     src.entries[key(1, abi.ROLE_CLIENT, 443).tobytes()][abi.W_CONNECT_HIST + 8] = 2  # 2 in (2.048, 4.096] ms
     p.poll()
-    reg = CollectorRegistry()
-    reg.register(edge_collector(store, pods=False))
+    text = "".join(edge_text(store, pods=False, stride=2).render())
     got = {(x.name, tuple(sorted(x.labels.items()))): x.value
-           for fam in text_string_to_metric_families(generate_latest(reg).decode()) for x in fam.samples}
+           for fam in text_string_to_metric_families(text) for x in fam.samples}
     lab = (("dst_backend", ""), ("dst_backend_kind", ""), ("dst_namespace", ""), ("dst_port", "443"),
            ("dst_workload", "external"),
            ("dst_workload_kind", "external"), ("protocol", "tcp"), ("reporter", "client"),
@@ -122,10 +120,25 @@ def test_exposition() -> None:
     assert v("flowlens_edge_sent_bytes_total") == 5 and v("flowlens_edge_received_bytes_total") == 6
     assert v("flowlens_edge_active_connections") == 1
     assert v("flowlens_edge_connections_total", ("result", "success")) == 2
-    assert v("flowlens_edge_connect_duration_seconds_bucket", ("le", "0.002048")) == 0
+    assert v("flowlens_edge_connections_total", ("result", "refused")) == 0
+    # stride 2: bounds 16 us * 4^i; 2.048 ms (an odd power of two) is not exported
+    assert v("flowlens_edge_connect_duration_seconds_bucket", ("le", "0.001024")) == 0
+    assert ("flowlens_edge_connect_duration_seconds_bucket", tuple(sorted(lab + (("le", "0.002048"),)))) not in got
     assert v("flowlens_edge_connect_duration_seconds_bucket", ("le", "0.004096")) == 2
+    assert v("flowlens_edge_connect_duration_seconds_bucket", ("le", "67.108864")) == 2
     assert v("flowlens_edge_connect_duration_seconds_bucket", ("le", "+Inf")) == 2
+    assert v("flowlens_edge_connect_duration_seconds_count") == 2
     assert v("flowlens_edge_connect_duration_seconds_sum") == 0.003
+    les = {dict(k[1])["le"] for k in got if k[0] == "flowlens_edge_connect_duration_seconds_bucket"}
+    assert len(les) == 13
+    # no RTT sample yet: the RTT histogram series is not born
+    assert not any(k[0].startswith("flowlens_edge_rtt_seconds") for k in got)
+    # all 23 bounds at stride 1, and the same cumulative counts where both export
+    fine = {(x.name, tuple(sorted(x.labels.items()))): x.value
+            for fam in text_string_to_metric_families("".join(edge_text(store, pods=False).render()))
+            for x in fam.samples}
+    assert fine[("flowlens_edge_connect_duration_seconds_bucket", tuple(sorted(lab + (("le", "0.002048"),))))] == 0
+    assert {k: x for k, x in fine.items() if k in got} == got
     assert not any(dict(k[1]).get("dst_port", "443") != "443" for k in got)
 
 
@@ -194,3 +207,26 @@ def test_relabel_grace_budget_zones_and_pods() -> None:
     p.poll()
     assert "db" not in {lab.dst_workload for lab in store.snapshot()[0]} and store.expired == 1
     assert ("client", "unknown") in totals(store)  # "unknown" is not a gone pod in this fake
+
+
+def test_exposition_escapes_labels_and_keeps_udp_to_bytes() -> None:
+    class Odd(FakeResolver):
+        def local(self, cgroup: int, addr: Address | None) -> End:
+            return End("ns", 'we"ird\\app\nx', "host")
+
+    src, store = FakeSource(), EdgeStore()
+    p = Poller(src, Odd(), store, idle_polls=5)
+    src.put(key(1, abi.ROLE_CLIENT, 443), W_SENT=5, W_RECV=6, W_CONNS=1)
+    udp = key(1, abi.ROLE_CLIENT, 53)
+    udp["proto"] = abi.PROTO_UDP
+    src.put(udp, W_SENT=40, W_RECV=90)
+    p.poll()
+    fams = list(text_string_to_metric_families("".join(edge_text(store, pods=False).render())))
+    samples = [(x.name, x.labels, x.value) for fam in fams for x in fam.samples]
+    assert {lab["src_workload"] for _, lab, _ in samples} == {'we"ird\\app\nx'}
+    by_proto = {(n, lab["protocol"]): v for n, lab, v in samples if lab.get("result", "success") == "success"}
+    assert by_proto[("flowlens_edge_sent_bytes_total", "udp")] == 40
+    assert by_proto[("flowlens_edge_received_bytes_total", "udp")] == 90
+    assert by_proto[("flowlens_edge_connections_total", "tcp")] == 1
+    assert {n for n, proto in by_proto if proto == "udp"} == {"flowlens_edge_sent_bytes_total",
+                                                             "flowlens_edge_received_bytes_total"}
