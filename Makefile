@@ -6,19 +6,24 @@ PY := $(VENV)/bin/python
 APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool iproute2 nftables prometheus debootstrap
 LISTEN ?= 127.0.0.1:9464
 
+# $(call apt_install,PACKAGES): install the missing ones when root with apt-get, else assume them
+define apt_install
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(1); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	  done; \
+	  if [ -n "$$missing" ]; then echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi; \
+	else echo "not root or no apt-get: assuming $(1) are installed"; fi
+endef
+
 .PHONY: all deps build venv run doctor test lint unit bpf-test e2e clean chart-schema dashboards bench
 
 all: build venv
 
 deps: .deps.stamp
 .deps.stamp:
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  missing=""; for p in $(APT_PKGS); do \
-	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
-	  done; \
-	  if [ -n "$$missing" ]; then echo "installing:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi; \
-	else echo "not root or no apt-get: assuming $(APT_PKGS) are installed"; fi
+	$(call apt_install,$(APT_PKGS))
 	@touch $@
 
 build: deps
@@ -52,11 +57,12 @@ bpf-test: venv build
 test: build venv lint
 	$(PY) -m pytest -q -rs tests
 
-# Cost benchmarks (root; not part of `make test`: tests do not time things). Work in progress (issue 5):
-# collector poll and /metrics render at 1k/10k edges, per-program BPF cost under loopback load.
+# Cost benchmarks (root; not part of `make test`: tests do not time things, the bench does).
+# Writes bench/results/README.md (every budget with PASS/FAIL) and bench/results/raw.json; ~8 min.
+BENCH_PKGS := nginx-light wrk tcpdump curl
 bench: build venv
-	$(PY) -m bench.collector --out bench/results/collector.md
-	$(PY) -m bench.bpf_cost --out bench/results/bpf_cost.md
+	$(call apt_install,$(BENCH_PKGS))
+	$(PY) -m bench $(ARGS)
 
 # values.schema.json's `config` comes from the agent's Settings model (tests check it is current)
 chart-schema: venv

@@ -1,0 +1,111 @@
+"""``make bench``: every cost measurement, one results table with each budget's PASS/FAIL.
+
+Runs bench.throughput (nginx + wrk with the agent off / on / tcpdump, which also yields the per-program
+BPF cost and the agent's CPU and RSS under each load shape) and bench.collector (poll and /metrics at
+1k/10k/100k edges), then writes ``bench/results/README.md`` (machine, kernel, date, tables) and
+``bench/results/raw.json`` (every number behind them).  Root only; ~8 minutes on the 2-core VM.
+Usage:  python -m bench [--rounds 5] [--seconds 5] [--sizes 1000,10000,100000] [--out bench/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bench import collector, throughput
+
+BPF_NS = 300.0
+RATIO = {"persistent": 0.99, "churn": 0.97}
+HOT = 1000.0  # events/s from which a program counts as hot under a load shape
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.machine())
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
+
+    def version(*cmd: str) -> str:
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        return (out.stdout + out.stderr).strip().splitlines()[0] if (out.stdout + out.stderr).strip() else "?"
+    return (f"- machine: {platform.node()}, {os.cpu_count()} x {cpu}, {mem:.1f} GiB RAM\n"
+            f"- kernel: {platform.release()} ({platform.version()})\n"
+            f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}\n"
+            f"- tools: {version('nginx', '-v')}; {version('wrk', '-v')}; {version('tcpdump', '--version')}; "
+            f"Python {platform.python_version()}\n")
+
+
+def mark(ok: bool) -> str:
+    return "PASS" if ok else "**FAIL**"
+
+
+def throughput_tables(res: dict[str, throughput.Shape], seconds: int) -> tuple[str, list[tuple[str, str, bool]]]:
+    out, verdicts = [], []
+    out += ["| load | off req/s | agent req/s | tcpdump req/s | agent / off | tcpdump / off | agent overhead "
+            "| tcpdump overhead |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for shape, r in res.items():
+        med = {m: sorted(v)[len(v) // 2] for m, v in r.rps.items()}
+        ra, rc = r.ratio("agent"), r.ratio("capture")
+        out.append(f"| {shape} | {med['off']:,.0f} | {med['agent']:,.0f} | {med['capture']:,.0f} | {ra:.3f} | "
+                   f"{rc:.3f} | {100 * (1 - ra):.1f}% | {100 * (1 - rc):.1f}% |")
+        verdicts.append((f"{shape}: agent-on / agent-off >= {RATIO[shape]}", f"{ra:.3f}", ra >= RATIO[shape]))
+        verdicts.append((f"{shape}: agent overhead <= 1/5 of tcpdump's", f"{100 * (1 - ra):.1f}% vs "
+                         f"{100 * (1 - rc):.1f}% / 5 = {20 * (1 - rc):.1f}%", (1 - ra) <= (1 - rc) / 5))
+    out += ["", "Agent process under each load (median over rounds; CPU = utime+stime over the wrk window):", "",
+            "| load | agent CPU millicores | agent peak RSS MB |", "|---|---:|---:|"]
+    for shape, r in res.items():
+        out.append(f"| {shape} | {sorted(r.millicores)[len(r.millicores) // 2]:.0f} | {max(r.rss_mb):.0f} |")
+    out += ["", "Kernel cost per program (bpf_stats run_time_ns / run_cnt over all agent windows; the budget "
+            f"applies to programs above {HOT:,.0f} events/s):", "",
+            "| load | program | events/s | ns/event | verdict |", "|---|---|---:|---:|---|"]
+    for shape, r in res.items():
+        for prog in sorted(r.bpf):
+            rate, ns = r.events_per_s(prog, seconds), r.ns_per_event(prog)
+            hot = rate >= HOT
+            out.append(f"| {shape} | {prog} | {rate:,.0f} | {ns:.0f} | {mark(ns <= BPF_NS) if hot else 'not hot'} |")
+            if hot:
+                verdicts.append((f"{shape}: {prog} <= {BPF_NS:.0f} ns/event", f"{ns:.0f} ns", ns <= BPF_NS))
+    return "\n".join(out), verdicts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--sizes", default="1000,10000,100000")
+    ap.add_argument("--k8s-sizes", default="10000")
+    ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("bench: run as root (BPF programs, tcpdump)")
+    start = time.monotonic()
+    print(f"throughput: {a.rounds} rounds x {a.seconds} s per mode and shape", flush=True)
+    tp = throughput.measure(a.rounds, a.seconds)
+    print("collector: poll and /metrics", flush=True)
+    rows = collector.measure([int(x) for x in a.sizes.split(",")], [int(x) for x in a.k8s_sizes.split(",") if x])
+    tp_text, verdicts = throughput_tables(tp, a.seconds)
+    verdicts += collector.budgets(rows)
+    summary = ["| budget (DESIGN.md section 6) | measured | verdict |", "|---|---:|---|"]
+    summary += [f"| {b} | {got} | {mark(ok)} |" for b, got, ok in verdicts]
+    text = (f"# flowlens cost\n\nWritten by `make bench` (`python -m bench`) in {time.monotonic() - start:.0f} s.\n\n"
+            f"{machine()}\n## Budgets\n\n" + "\n".join(summary) +
+            f"\n\n## Throughput: nginx + wrk on loopback, agent off / on / tcpdump\n\n{throughput.__doc__}\n"
+            f"{a.rounds} rounds of {a.seconds} s per mode; ratios are medians of per-round ratios.\n\n{tp_text}\n\n"
+            f"## Collector: one poll and one /metrics render\n\n{collector.__doc__}\n{collector.table(rows)}\n")
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "README.md").write_text(text)
+    raw: dict[str, Any] = {"throughput": {s: asdict(r) for s, r in tp.items()}, "collector": rows,
+                           "budgets": [{"budget": b, "measured": g, "ok": ok} for b, g, ok in verdicts]}
+    (a.out / "raw.json").write_text(json.dumps(raw, indent=1) + "\n")
+    print("\n".join(summary))
+    print(f"wrote {a.out / 'README.md'} and {a.out / 'raw.json'}")
+
+
+if __name__ == "__main__":
+    main()
