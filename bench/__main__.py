@@ -57,10 +57,11 @@ def throughput_tables(res: dict[str, throughput.Shape], seconds: int) -> tuple[s
         verdicts.append((f"{shape}: agent-on / agent-off >= {RATIO[shape]}", f"{ra:.3f}", ra >= RATIO[shape]))
         verdicts.append((f"{shape}: agent overhead <= 1/5 of tcpdump's", f"{100 * (1 - ra):.1f}% vs "
                          f"{100 * (1 - rc):.1f}% / 5 = {20 * (1 - rc):.1f}%", (1 - ra) <= (1 - rc) / 5))
-    out += ["", "Agent process under each load (median over rounds; CPU = utime+stime over the wrk window):", "",
+    out += ["", "Agent process under each load (median over rounds; CPU = on-CPU time of all its threads over "
+            "the wrk window, from schedstat):", "",
             "| load | agent CPU millicores | agent peak RSS MB |", "|---|---:|---:|"]
     for shape, r in res.items():
-        out.append(f"| {shape} | {sorted(r.millicores)[len(r.millicores) // 2]:.0f} | {max(r.rss_mb):.0f} |")
+        out.append(f"| {shape} | {sorted(r.millicores)[len(r.millicores) // 2]:.1f} | {max(r.rss_mb):.0f} |")
     out += ["", "Kernel cost per program (bpf_stats run_time_ns / run_cnt over all agent windows; the budget "
             f"applies to programs above {HOT:,.0f} events/s):", "",
             "| load | program | events/s | ns/event | verdict |", "|---|---|---:|---:|---|"]

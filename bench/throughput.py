@@ -11,14 +11,14 @@ TCP connection per request).  Each round runs the three modes back to back on th
 
 The ratio of a mode is its requests/s over ``off`` in the same round, so drift of the machine
 cancels; the result is the median over rounds.  During each agent window the bench also reads the
-agent's CPU (utime + stime from /proc, in millicores), its peak RSS (VmHWM) and the per-program
-``run_time_ns / run_cnt`` from its own ``flowlens_agent_bpf_*`` metrics.  Both CPUs are saturated
-by nginx and wrk, so every nanosecond the kernel spends for us shows up in the ratio.
+agent's CPU (on-CPU time of all its threads, /proc/<pid>/task/*/schedstat, in millicores), its peak
+RSS (VmHWM) and the per-program ``run_time_ns / run_cnt`` from its own ``flowlens_agent_bpf_*``
+metrics.  Both CPUs are saturated by nginx and wrk, so every nanosecond the kernel spends for us shows
+up in the ratio.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -111,9 +111,21 @@ def capture() -> Iterator[None]:
         proc.wait(10)
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def task_cpu(pid: int) -> dict[str, int]:
+    """On-CPU nanoseconds of each thread of ``pid`` (/proc/<pid>/task/*/schedstat; /proc/<pid>/stat counts
+    in 10 ms ticks, too coarse for an agent that polls a few milliseconds every 5 s)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out[task.name] = int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # the thread ended
+    return out
+
+
+def cpu_seconds(before: dict[str, int], after: dict[str, int]) -> float:
+    """CPU of the threads alive at both reads (the short-lived /metrics threads of the reads excluded)."""
+    return sum(after[t] - before[t] for t in before.keys() & after.keys()) / 1e9
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -157,10 +169,11 @@ def run_agent(tmp: Path, port: int, shape: str, seconds: int, out: Shape) -> flo
     try:
         assert agent.proc is not None
         pid = agent.proc.pid
-        before, cpu0 = bpf_runs(agent.samples()), cpu_seconds(pid)
+        before = bpf_runs(agent.samples())
+        cpu0 = task_cpu(pid)
         t0 = time.monotonic()
         rps = wrk(port, shape, seconds)
-        cpu, wall = cpu_seconds(pid) - cpu0, time.monotonic() - t0
+        cpu, wall = cpu_seconds(cpu0, task_cpu(pid)), time.monotonic() - t0
         after = bpf_runs(agent.samples())
         out.millicores.append(1000 * cpu / wall)
         out.rss_mb.append(peak_rss_mb(pid))
