@@ -17,6 +17,7 @@ import subprocess
 import time
 from dataclasses import asdict
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 from bench import collector, throughput
@@ -50,7 +51,7 @@ def throughput_tables(res: dict[str, throughput.Shape], seconds: int) -> tuple[s
     out += ["| load | off req/s | agent req/s | tcpdump req/s | agent / off | tcpdump / off | agent overhead "
             "| tcpdump overhead |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for shape, r in res.items():
-        med = {m: sorted(v)[len(v) // 2] for m, v in r.rps.items()}
+        med = {m: median(v) for m, v in r.rps.items()}
         ra, rc = r.ratio("agent"), r.ratio("capture")
         out.append(f"| {shape} | {med['off']:,.0f} | {med['agent']:,.0f} | {med['capture']:,.0f} | {ra:.3f} | "
                    f"{rc:.3f} | {100 * (1 - ra):.1f}% | {100 * (1 - rc):.1f}% |")
@@ -61,7 +62,7 @@ def throughput_tables(res: dict[str, throughput.Shape], seconds: int) -> tuple[s
             "the wrk window, from schedstat):", "",
             "| load | agent CPU millicores | agent peak RSS MB |", "|---|---:|---:|"]
     for shape, r in res.items():
-        out.append(f"| {shape} | {sorted(r.millicores)[len(r.millicores) // 2]:.1f} | {max(r.rss_mb):.0f} |")
+        out.append(f"| {shape} | {median(r.millicores):.1f} | {max(r.rss_mb):.0f} |")
     out += ["", "Kernel cost per program (bpf_stats run_time_ns / run_cnt over all agent windows; the budget "
             f"applies to programs above {HOT:,.0f} events/s):", "",
             "| load | program | events/s | ns/event | verdict |", "|---|---|---:|---:|---|"]

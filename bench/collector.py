@@ -80,9 +80,9 @@ def update(fd: int, keys: np.ndarray, vals: np.ndarray) -> None:
                                                             ctypes.byref(count), None))
 
 
-def rss_mb(field: str = "VmHWM") -> float:
-    """Peak (VmHWM) or current (VmRSS) resident memory of this process, MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def rss_mb(field: str = "VmHWM", pid: int | str = "self") -> float:
+    """Peak (VmHWM) or current (VmRSS) resident memory of a process (this one by default), MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
 
+from bench.collector import rss_mb
 from tests.pods.agent import AgentProc, Sample, free_port
 
 SHAPES = ("persistent", "churn")
@@ -128,11 +129,6 @@ def cpu_seconds(before: dict[str, int], after: dict[str, int]) -> float:
     return sum(after[t] - before[t] for t in before.keys() & after.keys()) / 1e9
 
 
-def peak_rss_mb(pid: int) -> float:
-    m = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
-    return int(m.group(1)) / 1024 if m else 0.0
-
-
 def bpf_runs(s: Sample) -> dict[str, tuple[float, float]]:
     """program -> (ns, runs) from the agent's flowlens_agent_bpf_* counters."""
     out: dict[str, tuple[float, float]] = {}
@@ -176,7 +172,7 @@ def run_agent(tmp: Path, port: int, shape: str, seconds: int, out: Shape) -> flo
         cpu, wall = cpu_seconds(cpu0, task_cpu(pid)), time.monotonic() - t0
         after = bpf_runs(agent.samples())
         out.millicores.append(1000 * cpu / wall)
-        out.rss_mb.append(peak_rss_mb(pid))
+        out.rss_mb.append(rss_mb(pid=pid))
         for prog, (ns, n) in after.items():
             ns0, n0 = before.get(prog, (0.0, 0.0))
             if n > n0:
