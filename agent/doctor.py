@@ -7,6 +7,7 @@ prints is what `flowlens run` will get.  Exit 1 when the agent cannot run.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 from pathlib import Path
@@ -47,7 +48,8 @@ def doctor(s: Settings, out: TextIO) -> int:
     for kind in ("kprobe", "fentry"):
         err = probe_hook(opts.bpf_dir, kind)
         say(None, kind, "available (not used)" if err is None else f"unavailable: {err} (not needed)")
-    loader = Loader(opts)
+    # every feature is tried, opt-in ones too: the question is what this kernel can do
+    loader = Loader(dataclasses.replace(opts, enabled=frozenset(f.name for f in FEATURES)))
     try:
         status = loader.load()
     finally:
@@ -60,4 +62,7 @@ def doctor(s: Settings, out: TextIO) -> int:
         out.write("\nno feature can be loaded: flowlens cannot run here\n")
         return 1
     out.write("\nflowlens can run here: " + ", ".join(f.name for f in status if f.enabled) + "\n")
+    optin = [f.name for f in FEATURES if not f.default and f.name not in s.enable]
+    if optin:
+        out.write("off by default, load with the `enable` setting: " + ", ".join(optin) + "\n")
     return 0

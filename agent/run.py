@@ -59,9 +59,10 @@ def load_options(s: Settings) -> LoadOptions:
         bpf_dir=Path(s.bpf_dir) if s.bpf_dir else preflight.default_bpf_dir(),
         cgroup_root=cgroup_root,
         edge_map_size=s.edge_map_size,
-        rtt_interval_ns=int(s.rtt_sample_interval * 1e9),
+        conn_map_size=s.conn_map_size,
         ephemeral=preflight.ephemeral_range(Path(s.proc_root)),
         disabled=frozenset(s.disable),
+        enabled=frozenset(s.enable),
         bpf_stats=s.bpf_stats,
         # libbpf reads /sys/kernel/btf/vmlinux itself; name the file only when sys_root moves it.
         btf=preflight.btf_path(s) if Path(s.sys_root) != Path("/sys") else None,
@@ -88,7 +89,7 @@ class Agent:
         self.store: Table[EdgeLabels] = Table(s.series_budget)
         self.pods: Table[PodLabels] = Table()
         maps = EdgeMaps(self.loader.map_fd("edges"), self.loader.map_fd("stats"), s.edge_map_size,
-                        os.cpu_count() or 1)
+                        os.cpu_count() or 1, flush=self.loader.flush)
         self.watches: k8s.Watches | None = None
         try:
             resolver = self._resolver(s)

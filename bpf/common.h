@@ -33,6 +33,21 @@ struct {
 	__type(value, struct fl_edge_val);
 } edges SEC(".maps");
 
+/*
+ * One entry per TCP connection seen from its handshake (struct fl_conn).
+ * Preallocated: an insert or delete is a per-CPU freelist pop/push.  An
+ * SK_STORAGE per TCP socket cost ~6% of churn throughput here (kmalloc at
+ * create, RCU-deferred kfree at close); this map costs a fraction of it.
+ * Max entries is a setting (conn_map_size).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct fl_conn);
+} conns SEC(".maps");
+
+/* UDP sockets only (role, last peer); TCP state lives in `conns`. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -200,25 +215,22 @@ static __always_inline struct fl_edge_val *edge_val(struct fl_edge_key *key)
 }
 
 /*
- * Aggregate of a connected TCP socket.  `role` is the caller's when it knows
- * it (a handshake transition), else the socket's stored role, else guessed
- * from the ports.
+ * Key of a TCP socket whose local end plays `role` (0: guessed from ports).
+ * A socket past CLOSE has lost inet_num (its port went back to the bind
+ * table) but keeps inet_sport, so an RST sent on close still names its port.
  */
-static __always_inline struct fl_edge_val *tcp_edge(const struct sock *sk, struct fl_sock *s, __u8 role)
+static __always_inline void tcp_key(struct fl_edge_key *key, const struct sock *sk, __u8 role)
 {
-	struct fl_edge_key key;
+	struct tcp_sock *tp;
 	__u16 lport, rport;
 
-	edge_key(&key, sk, IPPROTO_TCP, &lport, &rport);
-	if (s && s->lport) {
-		/* closing sockets lose inet_num before their last events */
-		lport = s->lport;
-		rport = s->rport;
+	edge_key(key, sk, IPPROTO_TCP, &lport, &rport);
+	if (!lport) {
+		tp = bpf_skc_to_tcp_sock((void *)sk);
+		if (tp)
+			lport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
 	}
-	if (!role)
-		role = s && s->role ? s->role : guess_role(lport, rport);
-	set_role(&key, role, lport, rport);
-	return edge_val(&key);
+	set_role(key, role ? role : guess_role(lport, rport), lport, rport);
 }
 
 static __always_inline void hist_add(__u64 *hist, __u64 us)
@@ -231,26 +243,6 @@ static __always_inline void hist_add(__u64 *hist, __u64 us)
 	asm volatile("" : "+r"(b));
 	if (b < FL_HIST_BUCKETS)
 		__sync_fetch_and_add(&hist[b], 1);
-}
-
-/* Sample the smoothed RTT of a TCP socket, at most once per cfg.rtt_interval_ns. */
-static __always_inline void rtt_sample(const struct sock *sk, struct fl_sock *s,
-				       struct fl_edge_val *v, __u64 now)
-{
-	struct tcp_sock *tp;
-	__u64 us;
-
-	if (now - s->rtt_ns < cfg.rtt_interval_ns)
-		return;
-	tp = bpf_skc_to_tcp_sock((void *)sk);
-	if (!tp)
-		return;
-	us = tp->srtt_us >> 3;
-	if (!us)
-		return; /* no sample yet (no ACK received) */
-	s->rtt_ns = now;
-	__sync_fetch_and_add(&v->rtt_sum_us, us);
-	hist_add(v->rtt_hist, us);
 }
 
 #endif /* FLOWLENS_COMMON_H */

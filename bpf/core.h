@@ -29,6 +29,8 @@ struct sock_common {
 	volatile unsigned char skc_state;
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
+	unsigned long skc_flags;  /* sk->sk_flags; bit SOCK_DONE (1): a FIN was received */
+	struct { __s64 counter; } skc_cookie;  /* atomic64_t, 0 until first asked */
 };
 
 struct kernfs_node {
@@ -51,9 +53,38 @@ struct sock {
 	struct sock_cgroup_data sk_cgrp_data;
 };
 
+struct inet_sock {
+	struct sock sk;
+	__u16 inet_sport;         /* __be16; kept after close, unlike skc_num */
+};
+
+struct inet_connection_sock {
+	struct inet_sock icsk_inet;
+};
+
 struct tcp_sock {
+	struct inet_connection_sock inet_conn;
 	__u32 srtt_us;            /* smoothed RTT << 3, microseconds */
 	__u32 total_retrans;      /* segments retransmitted, whole life */
+	__u64 bytes_sent;         /* payload transmitted, retransmits included */
+	__u64 bytes_retrans;      /* payload retransmitted */
+	__u64 bytes_received;     /* rcv_nxt advance: payload, plus 1 for a FIN */
+};
+
+/* Context of an iter/bpf_map_elem program (kernel: struct bpf_iter__bpf_map_elem). */
+struct bpf_iter_meta {
+	void *seq;
+	__u64 session_id;
+	__u64 seq_num;
+};
+
+struct bpf_map;
+
+struct bpf_iter__bpf_map_elem {
+	struct bpf_iter_meta *meta;
+	struct bpf_map *map;
+	void *key;
+	void *value;
 };
 
 #pragma clang attribute pop

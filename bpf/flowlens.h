@@ -42,6 +42,8 @@ enum fl_stat {
 	FL_STAT_SK_NOSTORAGE = 1,  /* per-socket storage unavailable, event lost */
 	FL_STAT_RST_NOSOCK = 2,    /* RST sent with no socket (e.g. closed port) */
 	FL_STAT_UDP_NOPEER = 3,    /* unconnected UDP call with unknown peer */
+	FL_STAT_CONN_FULL = 4,     /* conns map full: a connection's bytes, RTT and
+				    * retransmits are not counted */
 	FL_STATS = 8,
 };
 
@@ -84,27 +86,39 @@ struct fl_edge_val {
  * Runtime filters would go in maps, never here.
  */
 struct fl_config {
-	__u64 rtt_interval_ns;   /* min spacing of RTT samples per socket */
 	__u16 ephemeral_lo;      /* ip_local_port_range, to infer roles of */
 	__u16 ephemeral_hi;      /* sockets that predate the agent */
 	__u32 _pad;
 };
 
-#define FL_SK_ACTIVE 1   /* counted in fl_edge_val.active */
-#define FL_SK_SYNCED 2   /* retrans_seen is exact (seen since the handshake) */
+#define FL_CONN_OPEN 1     /* handshake done: `edge` is filled, counters flow */
+#define FL_CONN_ACTIVE 2   /* counted in fl_edge_val.active */
 
-/* Per-socket state kept in BPF_MAP_TYPE_SK_STORAGE (freed with the socket). */
+/*
+ * Per-TCP-connection state, in the preallocated hash `conns` keyed by the
+ * socket's kernel address (__u64).  Created at SYN_SENT (client) or at
+ * ESTABLISHED (server), deleted at CLOSE.  The byte and retransmit words are
+ * what was already added to the edge: the CLOSE transition and the poll-time
+ * iterator both swap in the socket's current counter and add the difference.
+ */
+struct fl_conn {
+	struct fl_edge_key edge; /* aggregate this connection counts into */
+	__u64 cookie;            /* socket cookie: the iterator's proof that the
+				  * address still holds this connection */
+	__u64 connect_ns;        /* SYN_SENT time (client), 0 after */
+	__u64 sent;              /* payload bytes counted: bytes_sent - bytes_retrans */
+	__u64 recv;              /* payload bytes counted: bytes_received - FIN */
+	__u64 retrans;           /* tcp_sock.total_retrans counted */
+	__u8 flags;              /* FL_CONN_* */
+	__u8 _pad[7];
+};
+
+/* Per-UDP-socket state kept in BPF_MAP_TYPE_SK_STORAGE (freed with the socket). */
 struct fl_sock {
-	__u64 connect_ns;        /* SYN_SENT time, 0 when not connecting */
-	__u64 rtt_ns;            /* time of the last RTT sample */
-	__u32 retrans_seen;      /* tcp_sock.total_retrans already counted */
-	__u8 role;               /* enum fl_role */
-	__u8 flags;              /* FL_SK_* */
-	__u16 peer_port;         /* last UDP peer (unconnected sockets), host order */
 	__u8 peer[16];           /* last UDP peer address, v4-mapped */
-	__u16 lport;             /* TCP ports kept from ESTABLISHED: by the time */
-	__u16 rport;             /* a closing socket sends its RST, inet_num is 0 */
-	__u32 _pad;
+	__u16 peer_port;         /* last UDP peer (unconnected sockets), host order */
+	__u8 role;               /* enum fl_role */
+	__u8 _pad[5];
 };
 
 #endif /* FLOWLENS_H */

@@ -1,56 +1,38 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * tcpevents.bpf.c - retransmits and resets.
+ * tcpevents.bpf.c - resets sent and received.
  *
- * Retransmits are counted from tcp_sock.total_retrans, not from the number of
- * tracepoint hits: one hit can carry a TSO skb of several segments, and the
- * kernel's own TcpRetransSegs counts segments.  The per-socket storage keeps
- * what was already counted.  A socket that predates the agent has an unknown
- * history: its first hit counts 1 and syncs the baseline.
+ * Retransmits are not counted here: lifecycle.bpf.c reads
+ * tcp_sock.total_retrans (segments, as the kernel's TcpRetransSegs) at close
+ * and at every poll, which costs nothing per retransmission.
+ *
+ * The edge of a reset is the connection's own (`conns` entry, exact role)
+ * while it lives; an RST sent on close comes after the CLOSE transition
+ * deleted the entry, and timewait/request sockets never had one: their role
+ * is then guessed from the ports.
  */
 #include "common.h"
 
-SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(tcp_retransmit_skb, const struct sock *sk)
-{
-	struct fl_edge_val *v;
-	struct tcp_sock *tp;
-	struct fl_sock *s;
-	__u32 total, delta;
-
-	if (sock_proto(sk) != IPPROTO_TCP)
-		return 0;
-	tp = bpf_skc_to_tcp_sock((void *)sk);
-	if (!tp)
-		return 0;
-	s = sock_state(sk, 1);
-	if (!s)
-		return 0;
-	total = tp->total_retrans;
-	delta = s->flags & FL_SK_SYNCED ? total - s->retrans_seen : 1;
-	s->retrans_seen = total;
-	s->flags |= FL_SK_SYNCED;
-	if (!delta)
-		return 0;
-	v = tcp_edge(sk, s, FL_ROLE_UNKNOWN);
-	if (v)
-		__sync_fetch_and_add(&v->retrans, delta);
-	return 0;
-}
-
 static __always_inline void reset(const struct sock *sk, int sent)
 {
+	struct fl_edge_key key;
 	struct fl_edge_val *v;
+	struct fl_conn *c;
+	__u64 id = (__u64)sk;
 
 	if (!sk) {
 		stat_inc(FL_STAT_RST_NOSOCK);
 		return;
 	}
-	/* sk may be a timewait or request socket: storage lookup then fails
-	 * and the role is guessed from the ports. */
 	if (sock_proto(sk) != IPPROTO_TCP)
 		return;
-	v = tcp_edge(sk, sock_state(sk, 0), FL_ROLE_UNKNOWN);
+	c = bpf_map_lookup_elem(&conns, &id);
+	if (c && (c->flags & FL_CONN_OPEN)) {
+		v = edge_val(&c->edge);
+	} else {
+		tcp_key(&key, sk, FL_ROLE_UNKNOWN);
+		v = edge_val(&key);
+	}
 	if (!v)
 		return;
 	if (sent)

@@ -17,11 +17,11 @@ HIST_MIN_SHIFT = 4  # first bound: 2**4 us = 16 us
 
 ROLE_UNKNOWN, ROLE_CLIENT, ROLE_SERVER = 0, 1, 2
 RESULTS = ("success", "refused", "timeout", "reset", "error")
-STATS = ("edge_full", "sk_nostorage", "rst_nosock", "udp_nopeer")
+STATS = ("edge_full", "sk_nostorage", "rst_nosock", "udp_nopeer", "conn_full")
 STATS_SLOTS = 8
 PROTO_TCP, PROTO_UDP = 6, 17
 
-SK_ACTIVE, SK_SYNCED = 1, 2
+CONN_OPEN, CONN_ACTIVE = 1, 2
 
 
 class EdgeKey(ctypes.Structure):
@@ -54,25 +54,31 @@ class EdgeVal(ctypes.Structure):
 
 class Config(ctypes.Structure):
     _fields_ = [
-        ("rtt_interval_ns", ctypes.c_uint64),
         ("ephemeral_lo", ctypes.c_uint16),
         ("ephemeral_hi", ctypes.c_uint16),
         ("_pad", ctypes.c_uint32),
     ]
 
 
+class Conn(ctypes.Structure):
+    _fields_ = [
+        ("edge", EdgeKey),
+        ("cookie", ctypes.c_uint64),
+        ("connect_ns", ctypes.c_uint64),
+        ("sent", ctypes.c_uint64),
+        ("recv", ctypes.c_uint64),
+        ("retrans", ctypes.c_uint64),
+        ("flags", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 7),
+    ]
+
+
 class Sock(ctypes.Structure):
     _fields_ = [
-        ("connect_ns", ctypes.c_uint64),
-        ("rtt_ns", ctypes.c_uint64),
-        ("retrans_seen", ctypes.c_uint32),
-        ("role", ctypes.c_uint8),
-        ("flags", ctypes.c_uint8),
-        ("peer_port", ctypes.c_uint16),
         ("peer", ctypes.c_uint8 * 16),
-        ("lport", ctypes.c_uint16),
-        ("rport", ctypes.c_uint16),
-        ("_pad", ctypes.c_uint32),
+        ("peer_port", ctypes.c_uint16),
+        ("role", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 5),
     ]
 
 
@@ -81,6 +87,7 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "fl_edge_key": EdgeKey,
     "fl_edge_val": EdgeVal,
     "fl_config": Config,
+    "fl_conn": Conn,
     "fl_sock": Sock,
 }
 

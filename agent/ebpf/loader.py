@@ -2,8 +2,12 @@
 
 Each feature is one object file ``build/<feature>.bpf.o``.  Features are
 loaded in order; the first one to load creates the shared maps (``edges``,
-``socks``, ``stats``) and every later object reuses their fds, so all
-features aggregate into one map.  A feature whose hook the kernel lacks, or
+``conns``, ``socks``, ``stats``) and every later object reuses their fds, so
+all features aggregate into one map.  Features marked ``default=False`` load
+only when named in the ``enable`` setting (their cost is in the summary).
+
+An ``iter/`` program is attached as an iterator over ``conns`` and run by
+:meth:`Loader.flush` (the poller calls it before each read of ``edges``).  A feature whose hook the kernel lacks, or
 whose load or attach fails, is closed again and reported in
 :class:`FeatureStatus`; it never takes the agent down.
 
@@ -25,9 +29,11 @@ from agent.ebpf import abi
 from agent.ebpf.libbpf import (
     BPF_STATS_RUN_TIME,
     BpfError,
+    LinkInfo,
     check,
     check_ptr,
     datasec_offsets,
+    iter_opts,
     lib,
     open_opts,
     prog_run_stats,
@@ -35,7 +41,7 @@ from agent.ebpf.libbpf import (
 
 log = logging.getLogger(__name__)
 
-SHARED_MAPS = ("edges", "socks", "stats")
+SHARED_MAPS = ("edges", "conns", "socks", "stats")
 
 
 @dataclass(frozen=True)
@@ -44,17 +50,20 @@ class Feature:
     summary: str
     hooks: tuple[str, ...]  # tp_btf names or cgroup attach types, for doctor
     cgroup: bool = False  # programs attach to the cgroup v2 root
+    default: bool = True  # False: loaded only when named in the `enable` setting
 
 
 FEATURES: tuple[Feature, ...] = (
-    Feature("lifecycle", "connects, failures, connect latency, active connections",
-            ("tp_btf/inet_sock_set_state",)),
-    Feature("traffic", "bytes sent and received (TCP, UDP), RTT samples",
-            ("tp_btf/sock_send_length", "tp_btf/sock_recv_length")),
-    Feature("tcpevents", "retransmits, resets sent and received",
-            ("tp_btf/tcp_retransmit_skb", "tp_btf/tcp_send_reset", "tp_btf/tcp_receive_reset")),
-    Feature("udp_peer", "peers of unconnected UDP sockets (sendto/recvfrom)",
-            ("cgroup/sendmsg4", "cgroup/recvmsg4", "cgroup/sendmsg6", "cgroup/recvmsg6"), cgroup=True),
+    Feature("lifecycle", "TCP connects, failures, connect latency, active connections, bytes, "
+            "retransmits, RTT", ("tp_btf/inet_sock_set_state", "iter/bpf_map_elem")),
+    Feature("tcpevents", "TCP resets sent and received",
+            ("tp_btf/tcp_send_reset", "tp_btf/tcp_receive_reset")),
+    Feature("udp", "UDP bytes sent and received; runs on every socket send/recv call, ~2-3% of a "
+            "saturated TCP request/response load", ("tp_btf/sock_send_length", "tp_btf/sock_recv_length"),
+            default=False),
+    Feature("udp_peer", "peers of unconnected UDP sockets (sendto/recvfrom), for udp",
+            ("cgroup/sendmsg4", "cgroup/recvmsg4", "cgroup/sendmsg6", "cgroup/recvmsg6"), cgroup=True,
+            default=False),
 )
 
 
@@ -65,9 +74,10 @@ class LoadOptions:
     bpf_dir: Path
     cgroup_root: Path
     edge_map_size: int = 16384
-    rtt_interval_ns: int = 1_000_000_000
+    conn_map_size: int = 65536
     ephemeral: tuple[int, int] = (32768, 60999)
     disabled: frozenset[str] = frozenset()
+    enabled: frozenset[str] = frozenset()  # features off by default that are wanted
     bpf_stats: bool = True
     btf: Path | None = None  # kernel BTF; None = libbpf's default (/sys/kernel/btf/vmlinux)
 
@@ -85,6 +95,7 @@ class _Loaded:
     obj: int
     links: list[int] = field(default_factory=list)
     progs: dict[str, int] = field(default_factory=dict)  # program name -> fd
+    iters: list[int] = field(default_factory=list)  # iterator links, run by flush()
 
 
 class Loader:
@@ -108,6 +119,9 @@ class Loader:
         for feat in FEATURES:
             if feat.name in self.opts.disabled:
                 self.status.append(FeatureStatus(feat.name, feat.summary, False, "disabled by settings"))
+                continue
+            if not feat.default and feat.name not in self.opts.enabled:
+                self.status.append(FeatureStatus(feat.name, feat.summary, False, "off by default (setting enable)"))
                 continue
             try:
                 self._loaded[feat.name] = self._load_one(feat)
@@ -133,6 +147,19 @@ class Loader:
             ns, cnt = prog_run_stats(fd)
             out[prog] = (feat, ns, cnt)
         return out
+
+    def flush(self) -> None:
+        """Run every iterator program once (lifecycle's flush_conns: live connections' counters into
+        ``edges``).  The programs print nothing; reading the iterator fd to its end walks the map."""
+        bpf = lib()
+        for ld in self._loaded.values():
+            for link in ld.iters:
+                fd = check("bpf_iter_create", bpf.bpf_iter_create(bpf.bpf_link__fd(link)))
+                try:
+                    while os.read(fd, 4096):
+                        pass
+                finally:
+                    os.close(fd)
 
     def close(self) -> None:
         """Detach every link and close every object; safe to call twice."""
@@ -176,11 +203,17 @@ class Loader:
                 prog = bpf.bpf_object__next_program(obj, None)
                 while prog:
                     pname = bpf.bpf_program__name(prog).decode()
+                    is_iter = bpf.bpf_program__section_name(prog).startswith(b"iter/")
                     if feat.cgroup:
                         link = bpf.bpf_program__attach_cgroup(prog, cg_fd)
+                    elif is_iter:
+                        info = LinkInfo(self._maps["conns"])
+                        link = bpf.bpf_program__attach_iter(prog, ctypes.byref(iter_opts(info)))
                     else:
                         link = bpf.bpf_program__attach(prog)
                     ld.links.append(check_ptr(f"attach {pname}", link))
+                    if is_iter:
+                        ld.iters.append(link)
                     ld.progs[pname] = bpf.bpf_program__fd(prog)
                     prog = bpf.bpf_object__next_program(obj, prog)
             finally:
@@ -202,6 +235,8 @@ class Loader:
                 check(f"reuse map {name}", bpf.bpf_map__reuse_fd(m, self._maps[name]))
             elif name == "edges":
                 check("size edges", bpf.bpf_map__set_max_entries(m, self.opts.edge_map_size))
+            elif name == "conns":
+                check("size conns", bpf.bpf_map__set_max_entries(m, self.opts.conn_map_size))
         rodata = check_ptr(".rodata", bpf.bpf_object__find_map_by_name(obj, b".rodata"))
         size = ctypes.c_size_t()
         base = check_ptr(".rodata value", bpf.bpf_map__initial_value(rodata, ctypes.byref(size)))
@@ -209,5 +244,4 @@ class Loader:
         if off + ctypes.sizeof(abi.Config) > size.value:
             raise OSError(22, "cfg outside .rodata: object and agent/ebpf/abi.py disagree")
         cfg = abi.Config.from_address(base + off)
-        cfg.rtt_interval_ns = self.opts.rtt_interval_ns
         cfg.ephemeral_lo, cfg.ephemeral_hi = self.opts.ephemeral

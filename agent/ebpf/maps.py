@@ -5,12 +5,15 @@
 numpy dtypes of :mod:`agent.ebpf.abi` without copying.  Idle edges are
 retired with ``bpf_map_lookup_and_delete_elem``, which returns the final
 value, so nothing counted between the last read and the delete is lost.
+``flush`` runs first on every read: it brings live TCP connections' byte,
+retransmit and RTT counters into ``edges`` (Loader.flush).
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+from collections.abc import Callable
 
 import numpy as np
 
@@ -21,14 +24,16 @@ from agent.ebpf.libbpf import BpfError, check, lib
 class EdgeMaps:
     """Implements agent.collect.poll.EdgeSource over the loader's map fds."""
 
-    def __init__(self, edges_fd: int, stats_fd: int, capacity: int, ncpus: int) -> None:
-        self.edges_fd, self.stats_fd = edges_fd, stats_fd
+    def __init__(self, edges_fd: int, stats_fd: int, capacity: int, ncpus: int,
+                 flush: Callable[[], None] = lambda: None) -> None:
+        self.edges_fd, self.stats_fd, self.flush = edges_fd, stats_fd, flush
         self.capacity, self.ncpus = capacity, ncpus
         self._keys = np.zeros(capacity, abi.KEY_DTYPE)
         self._vals = np.zeros(capacity, abi.VAL_DTYPE)
 
     def read(self) -> tuple[np.ndarray, np.ndarray]:
         """All entries: (keys as KEY_DTYPE, values as an (n, VAL_WORDS) u64 matrix)."""
+        self.flush()
         bpf = lib()
         n = 0
         token = ctypes.c_uint64()

@@ -17,7 +17,8 @@ from agent.ebpf import abi
 from agent.ebpf.loader import FeatureStatus
 from agent.identity.watch import WatchState
 
-LOST = {"edge_full": "edge map full", "sk_nostorage": "no per-socket storage"}
+LOST = {"edge_full": "edge map full", "sk_nostorage": "no per-socket storage",
+        "conn_full": "connection map full"}
 EVENTS = {"rst_nosock": "RST sent with no socket (closed port)",
           "udp_nopeer": "unconnected UDP call with unknown peer"}
 

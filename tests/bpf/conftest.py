@@ -22,7 +22,7 @@ def pods() -> Iterator[Pods]:
 def agent(pods: Pods, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProc]:
     tmp: Path = tmp_path_factory.mktemp("agent")
     # stride 1: the histogram tests compare at the kernel's own factor-2 resolution
-    a = AgentProc(tmp, {"poll_interval": 0.3, "rtt_sample_interval": 0.05, "edge_bucket_stride": 1,
+    a = AgentProc(tmp, {"poll_interval": 0.3, "edge_bucket_stride": 1, "enable": ["udp", "udp_peer"],
                         "names": pods.names_config()}).start()
     yield a
     assert a.stop() == 0, a.log.read_text()

@@ -3,6 +3,7 @@ kernel's own view (nstat, ss) or exact counts of what the test caused."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -119,10 +120,11 @@ def _median_seconds(m: Sample, lab: dict[str, str], name: str) -> float:
     return float((lo * BOUNDS[i]) ** 0.5)  # geometric middle of the bucket
 
 
-def test_rtt_of_long_lived_connection_agrees_with_ss(pods: Pods, agent: AgentProc) -> None:
-    """Our RTT samples are the kernel's srtt read at send/recv; `ss` reads the same srtt. srtt moves (on a
-    veth pair between ~25 us and a few hundred us as ACKs get delayed), so compare with the range of srtt
-    that `ss` saw over the same seconds, with the histogram's factor-2 bucket resolution on each side."""
+def test_live_connection_rtt_agrees_with_ss_and_bytes_flow_before_close(pods: Pods, agent: AgentProc) -> None:
+    """A live connection is read by the poll-time iterator: srtt once per poll (`ss` reads the same srtt), and
+    its byte counters, so bytes show up before the close and end exact after it.  srtt moves (on a veth pair
+    between ~25 us and a few hundred us as ACKs get delayed), so compare with the range of srtt that `ss`
+    saw over the same seconds, with the histogram's factor-2 bucket resolution on each side."""
     server = pods["server"].serve("serve-tcp", pods["server"].ip4, "8120", "--count", "1", "--response", "1")
     client = pods["client"].spawn("client-tcp", pods["server"].ip4, "8120", "--hold", "6", "--response", "1")
     seen: list[float] = []  # srtt seconds from ss while the connection lives
@@ -146,6 +148,15 @@ def test_rtt_of_long_lived_connection_agrees_with_ss(pods: Pods, agent: AgentPro
         median = _median_seconds(m, edge(8120, "tcp", "client"), "flowlens_edge_rtt_seconds")
         assert seen and min(seen) / 2 <= median <= max(seen) * 2, (median, seen)
         assert one(m, "flowlens_edge_active_connections", **edge(8120, "tcp", "client")) == 1
+        live = one(m, "flowlens_edge_sent_bytes_total", **edge(8120, "tcp", "client"))
+        assert live >= 5, "bytes of a live connection not counted before its close"
     finally:
-        client.communicate(timeout=30)
+        out, _ = client.communicate(timeout=30)
         server.communicate(timeout=30)
+    sent = json.loads(out.strip().splitlines()[-1])["sent"]
+    assert live < sent  # the ping-pong went on after that read
+    m = agent.settle()
+    for reporter in ("client", "server"):  # directions are the client's, whoever reports
+        assert one(m, "flowlens_edge_sent_bytes_total", **edge(8120, "tcp", reporter)) == sent
+        assert one(m, "flowlens_edge_received_bytes_total", **edge(8120, "tcp", reporter)) == 1
+    assert one(m, "flowlens_edge_active_connections", **edge(8120, "tcp", "client")) == 0

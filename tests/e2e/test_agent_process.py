@@ -18,8 +18,9 @@ from tests.conftest import need_root
 from tests.pods.agent import ROOT, AgentProc
 
 # program names as bpftool shows them (from BTF)
-OURS = {"inet_sock_set_state", "sock_send_length", "sock_recv_length", "tcp_retransmit_skb", "tcp_send_reset",
+OURS = {"inet_sock_set_state", "flush_conns", "sock_send_length", "sock_recv_length", "tcp_send_reset",
         "tcp_receive_reset", "udp_sendmsg4", "udp_recvmsg4", "udp_sendmsg6", "udp_recvmsg6"}
+EVERY_FEATURE = {"enable": ["udp", "udp_peer"]}
 
 
 def our_prog_ids() -> set[int]:
@@ -66,7 +67,7 @@ def test_doctor_on_this_kernel() -> None:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
 def test_nothing_left_attached_after_exit(tmp_path: Path, sig: signal.Signals) -> None:
     before = our_prog_ids()
-    a = AgentProc(tmp_path, {"poll_interval": 0.5}).start()
+    a = AgentProc(tmp_path, {"poll_interval": 0.5, **EVERY_FEATURE}).start()
     assert a.proc is not None
     try:
         running = our_prog_ids() - before
@@ -96,26 +97,26 @@ int missing(void *ctx) { return 0; }
 
 
 def test_missing_hook_disables_one_feature(tmp_path: Path) -> None:
-    """Stand-in for a pre-6.3 kernel: `traffic` hooks a tracepoint this kernel lacks."""
+    """Stand-in for a pre-6.3 kernel: `udp` hooks a tracepoint this kernel lacks."""
     bpf_dir = tmp_path / "bpf"
     bpf_dir.mkdir()
     for f in FEATURES:
-        if f.name != "traffic":
+        if f.name != "udp":
             (bpf_dir / f"{f.name}.bpf.o").write_bytes((ROOT / "build" / f"{f.name}.bpf.o").read_bytes())
-    src = tmp_path / "traffic.bpf.c"
+    src = tmp_path / "udp.bpf.c"
     src.write_text(MISSING_HOOK)
     multiarch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True).stdout.strip()
     subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86", f"-I{ROOT / 'bpf'}",
                     f"-I/usr/include/{multiarch or 'x86_64-linux-gnu'}", "-c", str(src), "-o",
-                    str(bpf_dir / "traffic.bpf.o")], check=True, timeout=60)
-    a = AgentProc(tmp_path, {"poll_interval": 0.5, "bpf_dir": str(bpf_dir)}).start()
+                    str(bpf_dir / "udp.bpf.o")], check=True, timeout=60)
+    a = AgentProc(tmp_path, {"poll_interval": 0.5, "bpf_dir": str(bpf_dir), **EVERY_FEATURE}).start()
     try:
         m = a.samples()
         enabled = {dict(lab)["feature"]: (v, dict(lab)["reason"]) for (n, lab), v in m.items()
                    if n == "flowlens_agent_feature_enabled"}
     finally:
         assert a.stop() == 0
-    assert enabled["traffic"][0] == 0
-    assert enabled["traffic"][1] == "hook not in this kernel (tp_btf/sock_send_length, tp_btf/sock_recv_length)"
-    assert all(v == 1 for name, (v, _) in enabled.items() if name != "traffic"), enabled
-    assert "feature traffic   OFF" in a.log.read_text()
+    assert enabled["udp"][0] == 0
+    assert enabled["udp"][1] == "hook not in this kernel (tp_btf/sock_send_length, tp_btf/sock_recv_length)"
+    assert all(v == 1 for name, (v, _) in enabled.items() if name != "udp"), enabled
+    assert "feature udp       OFF" in a.log.read_text()

@@ -77,7 +77,7 @@ def test_agent_runs_read_only_with_chart_capabilities(stages: tuple[Rootfs, Path
     runtime, tmp = stages
     etc = runtime.path / "etc" / "flowlens"
     etc.mkdir(exist_ok=True)
-    agent = AgentProc(etc, {"poll_interval": 0.5, "identity": "standalone"})
+    agent = AgentProc(etc, {"poll_interval": 0.5, "identity": "standalone", "enable": ["udp", "udp_peer"]})
     argv = runtime.read_only_argv(agent_caps(), "/opt/flowlens/bin/flowlens", "run", "--config",
                                   "/etc/flowlens/flowlens.yaml")
     agent.start(timeout=60, argv=argv)

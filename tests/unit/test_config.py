@@ -30,6 +30,8 @@ def test_precedence_file_env_flags(tmp_path: Path) -> None:
     ("names:\n- {cidr: 10.0.0.0/8, name: x, colour: red}\n", "names.0.colour"),
     ("listen: nonsense\n", "listen"),
     ("disable: [bogus]\n", "unknown feature 'bogus'"),
+    ("enable: [traffic]\n", "enable"),
+    ("conn_map_size: 10\n", "conn_map_size"),
     ("- a list\n", "mapping"),
     ("a: [\n", "not valid YAML"),
 ])
