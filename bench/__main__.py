@@ -3,7 +3,8 @@
 Runs bench.throughput (nginx + wrk with the agent off / on / tcpdump, which also yields the per-program
 BPF cost and the agent's CPU and RSS under each load shape) and bench.collector (poll and /metrics at
 1k/10k/100k edges), then writes ``bench/results/README.md`` (machine, kernel, date, tables) and
-``bench/results/raw.json`` (every number behind them).  Root only; ~8 minutes on the 2-core VM.
+``bench/results/raw.json`` (every number behind them), then appends bench/changes.md (what was
+changed for each missed budget).  Root only; ~3 minutes on the 2-core VM.
 Usage:  python -m bench [--rounds 5] [--seconds 5] [--sizes 1000,10000,100000] [--out bench/results]
 """
 
@@ -99,7 +100,8 @@ def main() -> None:
             f"{machine()}\n## Budgets\n\n" + "\n".join(summary) +
             f"\n\n## Throughput: nginx + wrk on loopback, agent off / on / tcpdump\n\n{throughput.__doc__}\n"
             f"{a.rounds} rounds of {a.seconds} s per mode; ratios are medians of per-round ratios.\n\n{tp_text}\n\n"
-            f"## Collector: one poll and one /metrics render\n\n{collector.__doc__}\n{collector.table(rows)}\n")
+            f"## Collector: one poll and one /metrics render\n\n{collector.__doc__}\n{collector.table(rows)}\n\n"
+            + (Path(__file__).parent / "changes.md").read_text())
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "README.md").write_text(text)
     raw: dict[str, Any] = {"throughput": {s: asdict(r) for s, r in tp.items()}, "collector": rows,
