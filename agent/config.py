@@ -85,7 +85,7 @@ class Settings(BaseModel):
 
     @field_validator("disable", "enable")
     @classmethod
-    def _disable(cls, v: list[str]) -> list[str]:
+    def _features(cls, v: list[str]) -> list[str]:
         from agent.ebpf.loader import FEATURES  # names only; no libbpf call
 
         known = {f.name for f in FEATURES}

@@ -5,11 +5,12 @@ loaded in order; the first one to load creates the shared maps (``edges``,
 ``conns``, ``socks``, ``stats``) and every later object reuses their fds, so
 all features aggregate into one map.  Features marked ``default=False`` load
 only when named in the ``enable`` setting (their cost is in the summary).
+A feature whose hook the kernel lacks, or whose load or attach fails, is
+closed again and reported in :class:`FeatureStatus`; it never takes the
+agent down.
 
 An ``iter/`` program is attached as an iterator over ``conns`` and run by
-:meth:`Loader.flush` (the poller calls it before each read of ``edges``).  A feature whose hook the kernel lacks, or
-whose load or attach fails, is closed again and reported in
-:class:`FeatureStatus`; it never takes the agent down.
+:meth:`Loader.flush` (the poller calls it before each read of ``edges``).
 
 Every attachment is a BPF link owned by this process (nothing is pinned), so
 the kernel detaches everything when the process exits, even on SIGKILL;
@@ -48,7 +49,7 @@ SHARED_MAPS = ("edges", "conns", "socks", "stats")
 class Feature:
     name: str
     summary: str
-    hooks: tuple[str, ...]  # tp_btf names or cgroup attach types, for doctor
+    hooks: tuple[str, ...]  # tp_btf names, cgroup attach types or iterator targets, for doctor
     cgroup: bool = False  # programs attach to the cgroup v2 root
     default: bool = True  # False: loaded only when named in the `enable` setting
 
