@@ -13,8 +13,9 @@ The ratio of a mode is its requests/s over ``off`` in the same round, so drift o
 cancels; the result is the median over rounds.  During each agent window the bench also reads the
 agent's CPU (on-CPU time of all its threads, /proc/<pid>/task/*/schedstat, in millicores), its peak
 RSS (VmHWM) and the per-program ``run_time_ns / run_cnt`` from its own ``flowlens_agent_bpf_*``
-metrics.  Both CPUs are saturated by nginx and wrk, so every nanosecond the kernel spends for us shows
-up in the ratio.
+metrics.  wrk's one thread is the bottleneck: perf shows it on-CPU the whole window while the other
+core idles 10-25%, and the loopback softirq work of both ends of a connection (handshake, close) runs
+on its CPU, so every nanosecond the kernel spends for us on that path shows up in the ratio.
 """
 
 from __future__ import annotations

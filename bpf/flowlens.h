@@ -44,6 +44,8 @@ enum fl_stat {
 	FL_STAT_UDP_NOPEER = 3,    /* unconnected UDP call with unknown peer */
 	FL_STAT_CONN_FULL = 4,     /* conns map full: a connection's bytes, RTT and
 				    * retransmits are not counted */
+	FL_STAT_CONNECT_UNTIMED = 5, /* connect counted without its duration: its
+				      * SYN-time slot went to another connect */
 	FL_STATS = 8,
 };
 
@@ -74,7 +76,7 @@ struct fl_edge_val {
 	__u64 retrans;           /* segments retransmitted */
 	__u64 rst_sent;
 	__u64 rst_recv;
-	__s64 active;            /* established connections now */
+	__s64 active;            /* connections open at the last poll-time flush */
 	__u64 connect_sum_us;
 	__u64 rtt_sum_us;
 	__u64 connect_hist[FL_HIST_BUCKETS];
@@ -92,25 +94,36 @@ struct fl_config {
 };
 
 #define FL_CONN_OPEN 1     /* handshake done: `edge` is filled, counters flow */
-#define FL_CONN_ACTIVE 2   /* counted in fl_edge_val.active */
+
+/* fl_conn.handshake once the handshake is done, until a flush counts it */
+#define FL_HANDSHAKE_UNTIMED 1 /* connected, duration unknown (server side, or
+				* SYN time unknown); 2 + us: a timed connect */
+
+/* fl_conn.live: whether the edge's `active` gauge holds this connection */
+#define FL_LIVE_NEW 0      /* not yet seen by a poll-time flush */
+#define FL_LIVE_COUNTED 1  /* added to `active` by a flush */
+#define FL_LIVE_CLOSED 2   /* closed: `active` no longer holds it */
 
 /*
  * Per-TCP-connection state, in the preallocated hash `conns` keyed by the
- * socket's kernel address (__u64).  Created at SYN_SENT (client) or at
- * ESTABLISHED (server), deleted at CLOSE.  The byte and retransmit words are
- * what was already added to the edge: the CLOSE transition and the poll-time
- * iterator both swap in the socket's current counter and add the difference.
+ * socket's kernel address (__u64).  Created at ESTABLISHED, deleted at
+ * CLOSE.  The handshake is only written
+ * into the entry; the first flush (poll-time iterator or CLOSE, whichever
+ * comes first) counts it on the edge, so a connection costs one edge lookup
+ * (at CLOSE) however short it lives.  The byte and retransmit words are what
+ * was already added to the edge: every flush swaps in the socket's current
+ * counter and adds the difference.
  */
 struct fl_conn {
 	struct fl_edge_key edge; /* aggregate this connection counts into */
 	__u64 cookie;            /* socket cookie: the iterator's proof that the
 				  * address still holds this connection */
-	__u64 connect_ns;        /* SYN_SENT time (client), 0 after */
+	__u64 handshake;         /* FL_HANDSHAKE_* until a flush counts it, then 0 */
 	__u64 sent;              /* payload bytes counted: bytes_sent - bytes_retrans */
 	__u64 recv;              /* payload bytes counted: bytes_received - FIN */
 	__u64 retrans;           /* tcp_sock.total_retrans counted */
-	__u8 flags;              /* FL_CONN_* */
-	__u8 _pad[7];
+	__u32 flags;             /* FL_CONN_* */
+	__u32 live;              /* FL_LIVE_* */
 };
 
 /* Per-UDP-socket state kept in BPF_MAP_TYPE_SK_STORAGE (freed with the socket). */

@@ -3,17 +3,21 @@
  * lifecycle.bpf.c - TCP connections from sock:inet_sock_set_state, and their
  * bytes, retransmits and RTT from the socket's own counters.
  *
- *   CLOSE       -> SYN_SENT     client starts a connect: `conns` entry, time
- *   SYN_SENT    -> ESTABLISHED  connect success, duration into the histogram
+ *   CLOSE       -> SYN_SENT     client starts a connect: time into `syns`
+ *   SYN_SENT    -> ESTABLISHED  connect success: `conns` entry with the edge
+ *                               key and the duration (no edge lookup)
  *   SYN_RECV    -> ESTABLISHED  accepted connection: `conns` entry (server)
  *   SYN_SENT    -> CLOSE        failed connect, reason from sk->sk_err
- *   *           -> CLOSE        last flush of the counters, one fewer active
- *                               connection, entry deleted
+ *   *           -> CLOSE        last flush, entry deleted
  *
- * `active` counts connections from handshake to CLOSE, half-closed ones
- * (FIN_WAIT*, CLOSE_WAIT, LAST_ACK) included: leaving ESTABLISHED then needs
- * no work, which keeps the per-connection cost to three programs that do
- * something (SYN_SENT, ESTABLISHED, CLOSE) per socket.
+ * A flush (at CLOSE, and for live connections by the poll-time iterator)
+ * counts the handshake on the edge the first time it sees the entry, adds
+ * the counters' growth and keeps the `active` gauge: a connection alive at
+ * a poll is added to it once and taken out at its CLOSE.  So `active` is
+ * "open at the last poll" and a connection that opens and closes between
+ * two polls costs one edge lookup in all, at CLOSE.  Edge lookups were the
+ * dearest part of a churning load here (bench/changes.md); leaving
+ * ESTABLISHED for FIN_WAIT*, CLOSE_WAIT or LAST_ACK does no map access.
  *
  * No program runs per send or receive: tcp_sock already counts every byte,
  * so the connection's counters are read at CLOSE and, for live connections,
@@ -78,7 +82,7 @@ static __always_inline void advance(__u64 *seen, __u64 now, __u64 *word)
 static __always_inline void flush(struct fl_conn *c, const struct tcp_sock *tp, int closing)
 {
 	struct fl_edge_val *v;
-	__u64 sent, recv, us;
+	__u64 sent, recv, us, hs;
 
 	sent = tp->bytes_sent - tp->bytes_retrans;
 	recv = tp->bytes_received;
@@ -87,11 +91,25 @@ static __always_inline void flush(struct fl_conn *c, const struct tcp_sock *tp, 
 	v = edge_val(&c->edge);
 	if (!v)
 		return;
+	/* The swap makes the CLOSE and an iterator running at once count the
+	 * handshake and the gauge exactly once between them. */
+	hs = __sync_lock_test_and_set(&c->handshake, 0);
+	if (hs) {
+		__sync_fetch_and_add(&v->conns[FL_CONN_SUCCESS], 1);
+		if (hs > FL_HANDSHAKE_UNTIMED) {
+			__sync_fetch_and_add(&v->connect_sum_us, hs - 2);
+			hist_add(v->connect_hist, hs - 2);
+		}
+	}
+	if (closing) {
+		if (__sync_lock_test_and_set(&c->live, FL_LIVE_CLOSED) == FL_LIVE_COUNTED)
+			__sync_fetch_and_sub(&v->active, 1);
+	} else if (__sync_val_compare_and_swap(&c->live, FL_LIVE_NEW, FL_LIVE_COUNTED) == FL_LIVE_NEW) {
+		__sync_fetch_and_add(&v->active, 1);
+	}
 	advance(&c->sent, sent, &v->sent_bytes);
 	advance(&c->recv, recv, &v->recv_bytes);
 	advance(&c->retrans, tp->total_retrans, &v->retrans);
-	if (closing && (c->flags & FL_CONN_ACTIVE))
-		__sync_fetch_and_sub(&v->active, 1);
 	us = tp->srtt_us >> 3;
 	if (us) { /* 0: no RTT sample yet */
 		__sync_fetch_and_add(&v->rtt_sum_us, us);
@@ -99,47 +117,70 @@ static __always_inline void flush(struct fl_conn *c, const struct tcp_sock *tp, 
 	}
 }
 
-/* A fresh entry for socket `id` (replacing any), or NULL (counted) when full. */
-static __always_inline struct fl_conn *conn_new(__u64 *id)
-{
-	static const struct fl_conn zero = {};
-	struct fl_conn *c;
+/*
+ * SYN time of the connects in flight, one word per slot, direct-mapped by
+ * socket cookie (the verifier allows no arithmetic on the socket pointer;
+ * cookies come from a per-CPU sequence, so slots spread evenly): the
+ * cookie's next 24 bits as a tag over the start in microseconds (40 bits:
+ * 12 days).  An array lookup compiles to an address
+ * computation, with no hashing, lock or allocation: a `conns` insert at
+ * SYN_SENT and its lookup at ESTABLISHED cost ~1.5% of churn throughput
+ * here (bench/changes.md).  Two connects in flight on one slot: the later
+ * one keeps it and the earlier is counted without a duration
+ * (FL_STAT_CONNECT_UNTIMED).  One 64-bit store writes a whole slot, so a
+ * reader never pairs a tag with another connect's time.  No slot is ever
+ * cleared: a socket's SYN_SENT overwrites its slot before its ESTABLISHED
+ * reads it.
+ */
+#define SYN_SLOTS_SHIFT 13
+#define SYN_TAG_BITS 24
+#define SYN_TIME_MASK ((1ULL << 40) - 1)
 
-	bpf_map_update_elem(&conns, id, &zero, BPF_ANY);
-	c = bpf_map_lookup_elem(&conns, id);
-	if (!c)
-		stat_inc(FL_STAT_CONN_FULL);
-	return c;
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << SYN_SLOTS_SHIFT);
+	__type(key, __u32);
+	__type(value, __u64);
+} syns SEC(".maps");
+
+/* Slot of a socket: low bits of its cookie index, the next ones tag. */
+static __always_inline __u64 *syn_slot(__u64 cookie, __u64 *tag)
+{
+	__u32 idx = cookie & ((1U << SYN_SLOTS_SHIFT) - 1);
+
+	*tag = (cookie >> SYN_SLOTS_SHIFT) & ((1ULL << SYN_TAG_BITS) - 1);
+	return bpf_map_lookup_elem(&syns, &idx);
 }
 
-static __always_inline void established(struct sock *sk, __u64 *id, __u8 role)
+/* Connect duration in us + 2 (FL_HANDSHAKE_*), or UNTIMED when the slot
+ * went to another connect or the SYN predates the agent. */
+static __always_inline __u64 handshake(__u64 cookie)
 {
-	struct fl_edge_key key;
-	struct fl_edge_val *v;
-	struct fl_conn *c;
-	__u64 us;
+	__u64 tag, w, *slot = syn_slot(cookie, &tag);
 
-	tcp_key(&key, sk, role);
-	v = edge_val(&key);
-	if (!v)
-		return;
-	__sync_fetch_and_add(&v->conns[FL_CONN_SUCCESS], 1);
-	c = role == FL_ROLE_CLIENT ? bpf_map_lookup_elem(&conns, id) : 0;
-	if (!c) /* server, or the client's SYN_SENT insert failed */
-		c = conn_new(id);
-	if (!c)
-		return; /* counted as connected, never as active: the gauge stays exact */
-	__sync_fetch_and_add(&v->active, 1);
-	c->edge = key;
-	c->cookie = bpf_get_socket_cookie(sk);
-	if (c->connect_ns) {
-		us = (bpf_ktime_get_ns() - c->connect_ns) / 1000;
-		c->connect_ns = 0;
-		__sync_fetch_and_add(&v->connect_sum_us, us);
-		hist_add(v->connect_hist, us);
+	w = slot ? *slot : 0;
+	if (!w || w >> 40 != tag) {
+		stat_inc(FL_STAT_CONNECT_UNTIMED);
+		return FL_HANDSHAKE_UNTIMED;
 	}
-	/* counters start at 0 with the socket: every byte since the SYN is ours */
-	c->flags = FL_CONN_OPEN | FL_CONN_ACTIVE;
+	return 2 + ((bpf_ktime_get_ns() / 1000 - w) & SYN_TIME_MASK);
+}
+
+/*
+ * Handshake done: one insert of a whole entry (edge key, cookie, connect
+ * duration); the edge itself is left to the first flush.  The insert
+ * publishes the entry, so the iterator never sees it half written.
+ */
+static __always_inline void established(struct sock *sk, __u64 id, __u8 role)
+{
+	struct fl_conn c = {};
+
+	tcp_key(&c.edge, sk, role);
+	c.cookie = bpf_get_socket_cookie(sk);
+	c.handshake = role == FL_ROLE_CLIENT ? handshake(c.cookie) : FL_HANDSHAKE_UNTIMED;
+	c.flags = FL_CONN_OPEN;
+	if (bpf_map_update_elem(&conns, &id, &c, BPF_ANY))
+		stat_inc(FL_STAT_CONN_FULL); /* goes uncounted, and says so */
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -155,9 +196,10 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 		return 0;
 
 	if (newstate == TCP_SYN_SENT) {
-		c = conn_new(&id);
-		if (c)
-			c->connect_ns = bpf_ktime_get_ns();
+		__u64 tag, *slot = syn_slot(bpf_get_socket_cookie(sk), &tag);
+
+		if (slot)
+			*slot = tag << 40 | ((bpf_ktime_get_ns() / 1000) & SYN_TIME_MASK);
 		return 0;
 	}
 
@@ -165,13 +207,12 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 		__u8 role = oldstate == TCP_SYN_SENT ? FL_ROLE_CLIENT : FL_ROLE_SERVER;
 
 		if (newstate == TCP_ESTABLISHED) {
-			established(sk, &id, role);
+			established(sk, id, role);
 		} else if (newstate == TCP_CLOSE && role == FL_ROLE_CLIENT) {
 			tcp_key(&key, sk, role);
 			v = edge_val(&key);
 			if (v)
 				__sync_fetch_and_add(&v->conns[failure(sk->sk_err)], 1);
-			bpf_map_delete_elem(&conns, &id);
 		} /* a half-open server child dropped: not a connect attempt we saw */
 		return 0;
 	}

@@ -17,11 +17,13 @@ HIST_MIN_SHIFT = 4  # first bound: 2**4 us = 16 us
 
 ROLE_UNKNOWN, ROLE_CLIENT, ROLE_SERVER = 0, 1, 2
 RESULTS = ("success", "refused", "timeout", "reset", "error")
-STATS = ("edge_full", "sk_nostorage", "rst_nosock", "udp_nopeer", "conn_full")
+STATS = ("edge_full", "sk_nostorage", "rst_nosock", "udp_nopeer", "conn_full", "connect_untimed")
 STATS_SLOTS = 8
 PROTO_TCP, PROTO_UDP = 6, 17
 
-CONN_OPEN, CONN_ACTIVE = 1, 2
+CONN_OPEN = 1
+HANDSHAKE_UNTIMED = 1
+LIVE_NEW, LIVE_COUNTED, LIVE_CLOSED = 0, 1, 2
 
 
 class EdgeKey(ctypes.Structure):
@@ -64,12 +66,12 @@ class Conn(ctypes.Structure):
     _fields_ = [
         ("edge", EdgeKey),
         ("cookie", ctypes.c_uint64),
-        ("connect_ns", ctypes.c_uint64),
+        ("handshake", ctypes.c_uint64),
         ("sent", ctypes.c_uint64),
         ("recv", ctypes.c_uint64),
         ("retrans", ctypes.c_uint64),
-        ("flags", ctypes.c_uint8),
-        ("_pad", ctypes.c_uint8 * 7),
+        ("flags", ctypes.c_uint32),
+        ("live", ctypes.c_uint32),
     ]
 
 
