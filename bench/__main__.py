@@ -26,6 +26,7 @@ from bench import collector, throughput
 BPF_NS = 300.0
 RATIO = {"persistent": 0.99, "churn": 0.97}
 HOT = 1000.0  # events/s from which a program counts as hot under a load shape
+NOISY = 0.05  # off req/s range over rounds (fraction of the median) above which the table warns
 
 
 def machine() -> str:
@@ -50,15 +51,21 @@ def mark(ok: bool) -> str:
 def throughput_tables(res: dict[str, throughput.Shape], seconds: int) -> tuple[str, list[tuple[str, str, bool]]]:
     out, verdicts = [], []
     out += ["| load | off req/s | agent req/s | tcpdump req/s | agent / off | tcpdump / off | agent overhead "
-            "| tcpdump overhead |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            "| tcpdump overhead | agent / off per round | off range |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for shape, r in res.items():
         med = {m: median(v) for m, v in r.rps.items()}
         ra, rc = r.ratio("agent"), r.ratio("capture")
+        rounds = " ".join(f"{x:.3f}" for x in r.ratios("agent"))
         out.append(f"| {shape} | {med['off']:,.0f} | {med['agent']:,.0f} | {med['capture']:,.0f} | {ra:.3f} | "
-                   f"{rc:.3f} | {100 * (1 - ra):.1f}% | {100 * (1 - rc):.1f}% |")
+                   f"{rc:.3f} | {100 * (1 - ra):.1f}% | {100 * (1 - rc):.1f}% | {rounds} | {100 * r.noise():.1f}% |")
         verdicts.append((f"{shape}: agent-on / agent-off >= {RATIO[shape]}", f"{ra:.3f}", ra >= RATIO[shape]))
         verdicts.append((f"{shape}: agent overhead <= 1/5 of tcpdump's", f"{100 * (1 - ra):.1f}% vs "
                          f"{100 * (1 - rc):.1f}% / 5 = {20 * (1 - rc):.1f}%", (1 - ra) <= (1 - rc) / 5))
+    noisy = [f"{shape} {100 * r.noise():.0f}%" for shape, r in res.items() if r.noise() > NOISY]
+    if noisy:
+        out += ["", f"**Noisy machine**: agent-off req/s varied by {', '.join(noisy)} between rounds (more than "
+                f"{100 * NOISY:.0f}%); a ratio closer to its budget than that says little. Re-run on a quiet machine."]
     out += ["", "Agent process under each load (median over rounds; CPU = on-CPU time of all its threads over "
             "the wrk window, from schedstat):", "",
             "| load | agent CPU millicores | agent peak RSS MB |", "|---|---:|---:|"]
@@ -96,6 +103,9 @@ def main() -> None:
     verdicts += collector.budgets(rows)
     summary = ["| budget (DESIGN.md section 6) | measured | verdict |", "|---|---:|---|"]
     summary += [f"| {b} | {got} | {mark(ok)} |" for b, got, ok in verdicts]
+    if any(r.noise() > NOISY for r in tp.values()):
+        summary += ["", "**Noisy machine** (agent-off req/s range over rounds above "
+                    f"{100 * NOISY:.0f}%, see the throughput table): the throughput verdicts are weak evidence."]
     text = (f"# flowlens cost\n\nWritten by `make bench` (`python -m bench`) in {time.monotonic() - start:.0f} s.\n\n"
             f"{machine()}\n## Budgets\n\n" + "\n".join(summary) +
             f"\n\n## Throughput: nginx + wrk on loopback, agent off / on / tcpdump\n\n{throughput.__doc__}\n"

@@ -150,8 +150,16 @@ class Shape:
     rss_mb: list[float] = field(default_factory=list)
     bpf: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # program -> [(ns, runs)]
 
+    def ratios(self, mode: str) -> list[float]:
+        return [m / o for m, o in zip(self.rps[mode], self.rps["off"])]
+
     def ratio(self, mode: str) -> float:
-        return median(m / o for m, o in zip(self.rps[mode], self.rps["off"]))
+        return median(self.ratios(mode))
+
+    def noise(self) -> float:
+        """Range of ``off`` req/s over rounds, as a fraction of their median: the machine's drift."""
+        off = self.rps["off"]
+        return (max(off) - min(off)) / median(off)
 
     def ns_per_event(self, prog: str) -> float:
         runs = self.bpf[prog]
