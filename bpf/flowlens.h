@@ -42,8 +42,8 @@ enum fl_stat {
 	FL_STAT_SK_NOSTORAGE = 1,  /* per-socket storage unavailable, event lost */
 	FL_STAT_RST_NOSOCK = 2,    /* RST sent with no socket (e.g. closed port) */
 	FL_STAT_UDP_NOPEER = 3,    /* unconnected UDP call with unknown peer */
-	FL_STAT_CONN_FULL = 4,     /* conns map full: a connection's bytes, RTT and
-				    * retransmits are not counted */
+	FL_STAT_CONN_FULL = 4,     /* conns map full: the connect is counted, its
+				    * bytes, RTT and retransmits are not */
 	FL_STAT_CONNECT_UNTIMED = 5, /* connect counted without its duration: its
 				      * SYN-time slot went to another connect */
 	FL_STATS = 8,
@@ -93,8 +93,6 @@ struct fl_config {
 	__u32 _pad;
 };
 
-#define FL_CONN_OPEN 1     /* handshake done: `edge` is filled, counters flow */
-
 /* fl_conn.handshake once the handshake is done, until a flush counts it */
 #define FL_HANDSHAKE_UNTIMED 1 /* connected, duration unknown (server side, or
 				* SYN time unknown); 2 + us: a timed connect */
@@ -107,10 +105,10 @@ struct fl_config {
 /*
  * Per-TCP-connection state, in the preallocated hash `conns` keyed by the
  * socket's kernel address (__u64).  Created at ESTABLISHED, deleted at
- * CLOSE.  The handshake is only written
- * into the entry; the first flush (poll-time iterator or CLOSE, whichever
- * comes first) counts it on the edge, so a connection costs one edge lookup
- * (at CLOSE) however short it lives.  The byte and retransmit words are what
+ * CLOSE.  The handshake is only written into the entry; the first flush
+ * (poll-time iterator or CLOSE, whichever comes first) counts it on the
+ * edge, so a connection costs one edge lookup (at CLOSE) however short it
+ * lives.  The byte and retransmit words are what
  * was already added to the edge: every flush swaps in the socket's current
  * counter and adds the difference.
  */
@@ -122,8 +120,8 @@ struct fl_conn {
 	__u64 sent;              /* payload bytes counted: bytes_sent - bytes_retrans */
 	__u64 recv;              /* payload bytes counted: bytes_received - FIN */
 	__u64 retrans;           /* tcp_sock.total_retrans counted */
-	__u32 flags;             /* FL_CONN_* */
 	__u32 live;              /* FL_LIVE_* */
+	__u32 _pad;
 };
 
 /* Per-UDP-socket state kept in BPF_MAP_TYPE_SK_STORAGE (freed with the socket). */

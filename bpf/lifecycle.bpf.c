@@ -79,6 +79,16 @@ static __always_inline void advance(__u64 *seen, __u64 now, __u64 *word)
  * segment or one byte; the swap keeps the edge monotonic and CLOSE, which
  * runs under the socket lock, reads the final values.
  */
+/* Count a handshake (FL_HANDSHAKE_*) on the edge `v`. */
+static __always_inline void count_handshake(struct fl_edge_val *v, __u64 hs)
+{
+	__sync_fetch_and_add(&v->conns[FL_CONN_SUCCESS], 1);
+	if (hs > FL_HANDSHAKE_UNTIMED) {
+		__sync_fetch_and_add(&v->connect_sum_us, hs - 2);
+		hist_add(v->connect_hist, hs - 2);
+	}
+}
+
 static __always_inline void flush(struct fl_conn *c, const struct tcp_sock *tp, int closing)
 {
 	struct fl_edge_val *v;
@@ -94,13 +104,8 @@ static __always_inline void flush(struct fl_conn *c, const struct tcp_sock *tp, 
 	/* The swap makes the CLOSE and an iterator running at once count the
 	 * handshake and the gauge exactly once between them. */
 	hs = __sync_lock_test_and_set(&c->handshake, 0);
-	if (hs) {
-		__sync_fetch_and_add(&v->conns[FL_CONN_SUCCESS], 1);
-		if (hs > FL_HANDSHAKE_UNTIMED) {
-			__sync_fetch_and_add(&v->connect_sum_us, hs - 2);
-			hist_add(v->connect_hist, hs - 2);
-		}
-	}
+	if (hs)
+		count_handshake(v, hs);
 	if (closing) {
 		if (__sync_lock_test_and_set(&c->live, FL_LIVE_CLOSED) == FL_LIVE_COUNTED)
 			__sync_fetch_and_sub(&v->active, 1);
@@ -122,10 +127,9 @@ static __always_inline void flush(struct fl_conn *c, const struct tcp_sock *tp, 
  * socket cookie (the verifier allows no arithmetic on the socket pointer;
  * cookies come from a per-CPU sequence, so slots spread evenly): the
  * cookie's next 24 bits as a tag over the start in microseconds (40 bits:
- * 12 days).  An array lookup compiles to an address
- * computation, with no hashing, lock or allocation: a `conns` insert at
- * SYN_SENT and its lookup at ESTABLISHED cost ~1.5% of churn throughput
- * here (bench/changes.md).  Two connects in flight on one slot: the later
+ * 12 days).  An array lookup compiles to an address computation, with no
+ * hashing, lock or allocation: a `conns` insert at SYN_SENT and its lookup
+ * at ESTABLISHED cost ~1.5% of churn throughput here (bench/changes.md).  Two connects in flight on one slot: the later
  * one keeps it and the earlier is counted without a duration
  * (FL_STAT_CONNECT_UNTIMED).  One 64-bit store writes a whole slot, so a
  * reader never pairs a tag with another connect's time.  No slot is ever
@@ -169,18 +173,24 @@ static __always_inline __u64 handshake(__u64 cookie)
 /*
  * Handshake done: one insert of a whole entry (edge key, cookie, connect
  * duration); the edge itself is left to the first flush.  The insert
- * publishes the entry, so the iterator never sees it half written.
+ * publishes the entry, so the iterator never sees it half written.  When
+ * `conns` is full the connect is counted on the edge at once, never its
+ * bytes (FL_STAT_CONN_FULL).
  */
 static __always_inline void established(struct sock *sk, __u64 id, __u8 role)
 {
+	struct fl_edge_val *v;
 	struct fl_conn c = {};
 
 	tcp_key(&c.edge, sk, role);
 	c.cookie = bpf_get_socket_cookie(sk);
 	c.handshake = role == FL_ROLE_CLIENT ? handshake(c.cookie) : FL_HANDSHAKE_UNTIMED;
-	c.flags = FL_CONN_OPEN;
-	if (bpf_map_update_elem(&conns, &id, &c, BPF_ANY))
-		stat_inc(FL_STAT_CONN_FULL); /* goes uncounted, and says so */
+	if (!bpf_map_update_elem(&conns, &id, &c, BPF_ANY))
+		return;
+	stat_inc(FL_STAT_CONN_FULL);
+	v = edge_val(&c.edge);
+	if (v)
+		count_handshake(v, c.handshake);
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -225,7 +235,7 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 	if (!c)
 		return 0; /* established before we started, or conns was full */
 	tp = bpf_skc_to_tcp_sock(sk);
-	if (tp && (c->flags & FL_CONN_OPEN))
+	if (tp)
 		flush(c, tp, 1);
 	bpf_map_delete_elem(&conns, &id);
 	return 0;
@@ -252,7 +262,7 @@ int flush_conns(struct bpf_iter__bpf_map_elem *ctx)
 		return 0;
 	id = *key;
 	c = bpf_map_lookup_elem(&conns, &id);
-	if (!c || !(c->flags & FL_CONN_OPEN))
+	if (!c)
 		return 0;
 	tp = bpf_rdonly_cast((void *)id, bpf_core_type_id_kernel(struct tcp_sock));
 	if (tp->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter != c->cookie)

@@ -27,7 +27,7 @@ static __always_inline void reset(const struct sock *sk, int sent)
 	if (sock_proto(sk) != IPPROTO_TCP)
 		return;
 	c = bpf_map_lookup_elem(&conns, &id);
-	if (c && (c->flags & FL_CONN_OPEN)) {
+	if (c) { /* an entry exists from the handshake on: its edge is exact */
 		v = edge_val(&c->edge);
 	} else {
 		tcp_key(&key, sk, FL_ROLE_UNKNOWN);

@@ -21,7 +21,6 @@ STATS = ("edge_full", "sk_nostorage", "rst_nosock", "udp_nopeer", "conn_full", "
 STATS_SLOTS = 8
 PROTO_TCP, PROTO_UDP = 6, 17
 
-CONN_OPEN = 1
 HANDSHAKE_UNTIMED = 1
 LIVE_NEW, LIVE_COUNTED, LIVE_CLOSED = 0, 1, 2
 
@@ -70,8 +69,8 @@ class Conn(ctypes.Structure):
         ("sent", ctypes.c_uint64),
         ("recv", ctypes.c_uint64),
         ("retrans", ctypes.c_uint64),
-        ("flags", ctypes.c_uint32),
         ("live", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
     ]
 
 
