@@ -95,7 +95,8 @@ struct fl_config {
 
 /* fl_conn.handshake once the handshake is done, until a flush counts it */
 #define FL_HANDSHAKE_UNTIMED 1 /* connected, duration unknown (server side, or
-				* SYN time unknown); 2 + us: a timed connect */
+				* SYN time unknown) */
+#define FL_HANDSHAKE_TIMED 2   /* + the connect duration in us */
 
 /* fl_conn.live: whether the edge's `active` gauge holds this connection */
 #define FL_LIVE_NEW 0      /* not yet seen by a poll-time flush */

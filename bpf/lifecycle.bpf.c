@@ -70,6 +70,16 @@ static __always_inline void advance(__u64 *seen, __u64 now, __u64 *word)
 		__sync_fetch_and_add(word, now - old);
 }
 
+/* Count a handshake (FL_HANDSHAKE_*) on the edge `v`. */
+static __always_inline void count_handshake(struct fl_edge_val *v, __u64 hs)
+{
+	__sync_fetch_and_add(&v->conns[FL_CONN_SUCCESS], 1);
+	if (hs > FL_HANDSHAKE_UNTIMED) {
+		__sync_fetch_and_add(&v->connect_sum_us, hs - FL_HANDSHAKE_TIMED);
+		hist_add(v->connect_hist, hs - FL_HANDSHAKE_TIMED);
+	}
+}
+
 /*
  * Add what `tp` moved since the last flush of `c`.  Payload sent is
  * bytes_sent minus bytes_retrans (bytes_sent counts every transmission).
@@ -79,16 +89,6 @@ static __always_inline void advance(__u64 *seen, __u64 now, __u64 *word)
  * segment or one byte; the swap keeps the edge monotonic and CLOSE, which
  * runs under the socket lock, reads the final values.
  */
-/* Count a handshake (FL_HANDSHAKE_*) on the edge `v`. */
-static __always_inline void count_handshake(struct fl_edge_val *v, __u64 hs)
-{
-	__sync_fetch_and_add(&v->conns[FL_CONN_SUCCESS], 1);
-	if (hs > FL_HANDSHAKE_UNTIMED) {
-		__sync_fetch_and_add(&v->connect_sum_us, hs - 2);
-		hist_add(v->connect_hist, hs - 2);
-	}
-}
-
 static __always_inline void flush(struct fl_conn *c, const struct tcp_sock *tp, int closing)
 {
 	struct fl_edge_val *v;
@@ -129,16 +129,17 @@ static __always_inline void flush(struct fl_conn *c, const struct tcp_sock *tp, 
  * cookie's next 24 bits as a tag over the start in microseconds (40 bits:
  * 12 days).  An array lookup compiles to an address computation, with no
  * hashing, lock or allocation: a `conns` insert at SYN_SENT and its lookup
- * at ESTABLISHED cost ~1.5% of churn throughput here (bench/changes.md).  Two connects in flight on one slot: the later
- * one keeps it and the earlier is counted without a duration
- * (FL_STAT_CONNECT_UNTIMED).  One 64-bit store writes a whole slot, so a
+ * at ESTABLISHED cost ~1.5% of churn throughput here (bench/changes.md).
+ * Two connects in flight on one slot: the later one keeps it and the
+ * earlier is counted without a duration (FL_STAT_CONNECT_UNTIMED).  One 64-bit store writes a whole slot, so a
  * reader never pairs a tag with another connect's time.  No slot is ever
  * cleared: a socket's SYN_SENT overwrites its slot before its ESTABLISHED
  * reads it.
  */
 #define SYN_SLOTS_SHIFT 13
 #define SYN_TAG_BITS 24
-#define SYN_TIME_MASK ((1ULL << 40) - 1)
+#define SYN_TIME_BITS 40
+#define SYN_TIME_MASK ((1ULL << SYN_TIME_BITS) - 1)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -156,18 +157,18 @@ static __always_inline __u64 *syn_slot(__u64 cookie, __u64 *tag)
 	return bpf_map_lookup_elem(&syns, &idx);
 }
 
-/* Connect duration in us + 2 (FL_HANDSHAKE_*), or UNTIMED when the slot
+/* FL_HANDSHAKE_TIMED + the connect duration in us, or UNTIMED when the slot
  * went to another connect or the SYN predates the agent. */
 static __always_inline __u64 handshake(__u64 cookie)
 {
 	__u64 tag, w, *slot = syn_slot(cookie, &tag);
 
 	w = slot ? *slot : 0;
-	if (!w || w >> 40 != tag) {
+	if (!w || w >> SYN_TIME_BITS != tag) {
 		stat_inc(FL_STAT_CONNECT_UNTIMED);
 		return FL_HANDSHAKE_UNTIMED;
 	}
-	return 2 + ((bpf_ktime_get_ns() / 1000 - w) & SYN_TIME_MASK);
+	return FL_HANDSHAKE_TIMED + ((bpf_ktime_get_ns() / 1000 - w) & SYN_TIME_MASK);
 }
 
 /*
@@ -209,7 +210,7 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 		__u64 tag, *slot = syn_slot(bpf_get_socket_cookie(sk), &tag);
 
 		if (slot)
-			*slot = tag << 40 | ((bpf_ktime_get_ns() / 1000) & SYN_TIME_MASK);
+			*slot = tag << SYN_TIME_BITS | ((bpf_ktime_get_ns() / 1000) & SYN_TIME_MASK);
 		return 0;
 	}
 

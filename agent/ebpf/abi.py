@@ -21,7 +21,7 @@ STATS = ("edge_full", "sk_nostorage", "rst_nosock", "udp_nopeer", "conn_full", "
 STATS_SLOTS = 8
 PROTO_TCP, PROTO_UDP = 6, 17
 
-HANDSHAKE_UNTIMED = 1
+HANDSHAKE_UNTIMED, HANDSHAKE_TIMED = 1, 2
 LIVE_NEW, LIVE_COUNTED, LIVE_CLOSED = 0, 1, 2
 
 
