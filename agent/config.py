@@ -49,7 +49,7 @@ class Settings(BaseModel):
     poll_interval: float = Field(5.0, gt=0, le=300, description="seconds between map polls")
     edge_map_size: int = Field(16384, ge=64, le=4_194_304, description="max edges in the kernel map")
     conn_map_size: int = Field(65536, ge=64, le=4_194_304, description="max TCP connections tracked at once "
-                               "(preallocated kernel memory: 11 MB at 65536)")
+                               "(kernel memory: 6.8 MB at 65536)")
     idle_polls: int = Field(12, ge=1, description="polls an unchanged, inactive edge stays in the kernel map")
     names: list[NameRule] = Field(default_factory=list, description="named CIDRs, longest prefix wins")
     cgroup_root: str = Field("auto", description="cgroup v2 mount, 'auto' = first cgroup2 in /proc/mounts")

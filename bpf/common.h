@@ -34,16 +34,18 @@ struct {
 } edges SEC(".maps");
 
 /*
- * One entry per TCP connection seen from its handshake (struct fl_conn).
- * Preallocated: an insert or delete is a per-CPU freelist pop/push.  An
- * SK_STORAGE per TCP socket cost ~6% of churn throughput here (kmalloc at
- * create, RCU-deferred kfree at close); this map costs a fraction of it.
+ * One slot per TCP connection (struct fl_conn), from its handshake to its
+ * close.  An ARRAY, not a hash: a lookup compiles to an address computation,
+ * and a slot is claimed and freed with atomics on its `state`, so the hot
+ * path takes no lock and allocates nothing.  The preallocated hash this
+ * replaced (insert, lookup, delete per socket) cost 60 ns more per event,
+ * an SK_STORAGE per socket ~6% of churn throughput (bench/changes.md).
  * Max entries is a setting (conn_map_size).
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 65536);
-	__type(key, __u64);
+	__type(key, __u32);
 	__type(value, struct fl_conn);
 } conns SEC(".maps");
 
@@ -243,6 +245,37 @@ static __always_inline void hist_add(__u64 *hist, __u64 us)
 	asm volatile("" : "+r"(b));
 	if (b < FL_HIST_BUCKETS)
 		__sync_fetch_and_add(&hist[b], 1);
+}
+
+/*
+ * Slots a connection may take: its cookie's, then the next ones.  Cookies
+ * come from per-CPU runs of 4096 of a global sequence, so the connections of
+ * a busy moment fill consecutive slots; a slot still held by a long-lived
+ * connection from a table's worth of cookies ago moves a claim one slot on.
+ * With fewer slots than a run per CPU (conn_map_size < 4096 x CPUs) the CPUs'
+ * runs land on the same slots: a small table fills before it is full.
+ */
+#define CONN_PROBES 8
+
+static __always_inline struct fl_conn *conn_slot(__u64 cookie, __u32 i)
+{
+	__u32 idx = (cookie + i) % cfg.conn_slots;
+
+	return bpf_map_lookup_elem(&conns, &idx);
+}
+
+/* The slot socket `cookie` holds; NULL if it never had one (it predates the
+ * agent, or `conns` was full) or is past its CLOSE. */
+static __always_inline struct fl_conn *conn_find(__u64 cookie)
+{
+	struct fl_conn *c;
+
+	for (__u32 i = 0; i < CONN_PROBES; i++) {
+		c = conn_slot(cookie, i);
+		if (c && c->cookie == cookie && c->state == FL_SLOT_OPEN)
+			return c;
+	}
+	return NULL;
 }
 
 #endif /* FLOWLENS_COMMON_H */

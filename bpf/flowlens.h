@@ -42,8 +42,8 @@ enum fl_stat {
 	FL_STAT_SK_NOSTORAGE = 1,  /* per-socket storage unavailable, event lost */
 	FL_STAT_RST_NOSOCK = 2,    /* RST sent with no socket (e.g. closed port) */
 	FL_STAT_UDP_NOPEER = 3,    /* unconnected UDP call with unknown peer */
-	FL_STAT_CONN_FULL = 4,     /* conns map full: the connect is counted, its
-				    * bytes, RTT and retransmits are not */
+	FL_STAT_CONN_FULL = 4,     /* no free `conns` slot: the connect is counted,
+				    * its bytes, RTT and retransmits are not */
 	FL_STAT_CONNECT_UNTIMED = 5, /* connect counted without its duration: its
 				      * SYN-time slot went to another connect */
 	FL_STATS = 8,
@@ -90,7 +90,7 @@ struct fl_edge_val {
 struct fl_config {
 	__u16 ephemeral_lo;      /* ip_local_port_range, to infer roles of */
 	__u16 ephemeral_hi;      /* sockets that predate the agent */
-	__u32 _pad;
+	__u32 conn_slots;        /* max_entries of `conns` */
 };
 
 /* fl_conn.handshake once the handshake is done, until a flush counts it */
@@ -103,26 +103,33 @@ struct fl_config {
 #define FL_LIVE_COUNTED 1  /* added to `active` by a flush */
 #define FL_LIVE_CLOSED 2   /* closed: `active` no longer holds it */
 
+/* fl_conn.state: who may touch a `conns` slot */
+#define FL_SLOT_FREE 0     /* claimable by an ESTABLISHED */
+#define FL_SLOT_BUSY 1     /* claimed, being written */
+#define FL_SLOT_OPEN 2     /* a live connection: flushed by the iterator,
+			    * flushed and freed by its CLOSE */
+
 /*
- * Per-TCP-connection state, in the preallocated hash `conns` keyed by the
- * socket's kernel address (__u64).  Created at ESTABLISHED, deleted at
- * CLOSE.  The handshake is only written into the entry; the first flush
- * (poll-time iterator or CLOSE, whichever comes first) counts it on the
- * edge, so a connection costs one edge lookup (at CLOSE) however short it
- * lives.  The byte and retransmit words are what
- * was already added to the edge: every flush swaps in the socket's current
+ * Per-TCP-connection state: a slot of the ARRAY `conns`, found from the
+ * socket cookie (slot cookie % conn_slots, or one of the next few).  Claimed
+ * at ESTABLISHED, freed at CLOSE.  The handshake is only written into the
+ * slot; the first flush (poll-time iterator or CLOSE, whichever comes first)
+ * counts it on the edge, so a connection costs one edge lookup (at CLOSE)
+ * however short it lives.  The byte and retransmit words are what was
+ * already added to the edge: every flush swaps in the socket's current
  * counter and adds the difference.
  */
 struct fl_conn {
 	struct fl_edge_key edge; /* aggregate this connection counts into */
-	__u64 cookie;            /* socket cookie: the iterator's proof that the
-				  * address still holds this connection */
+	__u64 cookie;            /* socket cookie of the owner */
+	__u64 sk;                /* socket address, for the iterator; the
+				  * cookie proves it still holds this owner */
 	__u64 handshake;         /* FL_HANDSHAKE_* until a flush counts it, then 0 */
 	__u64 sent;              /* payload bytes counted: bytes_sent - bytes_retrans */
 	__u64 recv;              /* payload bytes counted: bytes_received - FIN */
 	__u64 retrans;           /* tcp_sock.total_retrans counted */
 	__u32 live;              /* FL_LIVE_* */
-	__u32 _pad;
+	__u32 state;             /* FL_SLOT_* */
 };
 
 /* Per-UDP-socket state kept in BPF_MAP_TYPE_SK_STORAGE (freed with the socket). */

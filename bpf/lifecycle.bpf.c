@@ -4,20 +4,22 @@
  * bytes, retransmits and RTT from the socket's own counters.
  *
  *   CLOSE       -> SYN_SENT     client starts a connect: time into `syns`
- *   SYN_SENT    -> ESTABLISHED  connect success: `conns` entry with the edge
- *                               key and the duration (no edge lookup)
- *   SYN_RECV    -> ESTABLISHED  accepted connection: `conns` entry (server)
+ *   SYN_SENT    -> ESTABLISHED  connect success: claim a `conns` slot, write
+ *                               the edge key and the duration into it
+ *   SYN_RECV    -> ESTABLISHED  accepted connection: claim a slot (server)
  *   SYN_SENT    -> CLOSE        failed connect, reason from sk->sk_err
- *   *           -> CLOSE        last flush, entry deleted
+ *   *           -> CLOSE        last flush, slot freed
  *
  * A flush (at CLOSE, and for live connections by the poll-time iterator)
- * counts the handshake on the edge the first time it sees the entry, adds
+ * counts the handshake on the edge the first time it sees the slot, adds
  * the counters' growth and keeps the `active` gauge: a connection alive at
  * a poll is added to it once and taken out at its CLOSE.  So `active` is
  * "open at the last poll" and a connection that opens and closes between
- * two polls costs one edge lookup in all, at CLOSE.  Edge lookups were the
- * dearest part of a churning load here (bench/changes.md); leaving
- * ESTABLISHED for FIN_WAIT*, CLOSE_WAIT or LAST_ACK does no map access.
+ * two polls costs one edge lookup in all, at CLOSE.  `conns` is an array
+ * whose slots are claimed and freed with atomics: no hash-map operation is
+ * left on the way of a connection but that edge lookup (bench/changes.md).
+ * Leaving ESTABLISHED for FIN_WAIT*, CLOSE_WAIT or LAST_ACK does no map
+ * access.
  *
  * No program runs per send or receive: tcp_sock already counts every byte,
  * so the connection's counters are read at CLOSE and, for live connections,
@@ -131,10 +133,10 @@ static __always_inline void flush(struct fl_conn *c, const struct tcp_sock *tp, 
  * hashing, lock or allocation: a `conns` insert at SYN_SENT and its lookup
  * at ESTABLISHED cost ~1.5% of churn throughput here (bench/changes.md).
  * Two connects in flight on one slot: the later one keeps it and the
- * earlier is counted without a duration (FL_STAT_CONNECT_UNTIMED).  One 64-bit store writes a whole slot, so a
- * reader never pairs a tag with another connect's time.  No slot is ever
- * cleared: a socket's SYN_SENT overwrites its slot before its ESTABLISHED
- * reads it.
+ * earlier is counted without a duration (FL_STAT_CONNECT_UNTIMED).  One
+ * 64-bit store writes a whole slot, so a reader never pairs a tag with
+ * another connect's time.  No slot is ever cleared: a socket's SYN_SENT
+ * overwrites its slot before its ESTABLISHED reads it.
  */
 #define SYN_SLOTS_SHIFT 13
 #define SYN_TAG_BITS 24
@@ -172,26 +174,54 @@ static __always_inline __u64 handshake(__u64 cookie)
 }
 
 /*
- * Handshake done: one insert of a whole entry (edge key, cookie, connect
- * duration); the edge itself is left to the first flush.  The insert
- * publishes the entry, so the iterator never sees it half written.  When
- * `conns` is full the connect is counted on the edge at once, never its
- * bytes (FL_STAT_CONN_FULL).
+ * Handshake done: claim a free slot (compare-and-swap on its state), write
+ * the edge key, cookie and connect duration, then publish it OPEN; the
+ * iterator never reads a slot that is not.  The edge itself is left to the
+ * first flush.  No free slot among CONN_PROBES: the connect is counted on
+ * the edge at once, never its bytes (FL_STAT_CONN_FULL).
  */
-static __always_inline void established(struct sock *sk, __u64 id, __u8 role)
+static __always_inline void established(struct sock *sk, __u8 role)
 {
+	__u64 cookie = bpf_get_socket_cookie(sk);
+	__u64 hs = role == FL_ROLE_CLIENT ? handshake(cookie) : FL_HANDSHAKE_UNTIMED;
+	struct fl_edge_key key;
 	struct fl_edge_val *v;
-	struct fl_conn c = {};
+	struct fl_conn *c;
 
-	tcp_key(&c.edge, sk, role);
-	c.cookie = bpf_get_socket_cookie(sk);
-	c.handshake = role == FL_ROLE_CLIENT ? handshake(c.cookie) : FL_HANDSHAKE_UNTIMED;
-	if (!bpf_map_update_elem(&conns, &id, &c, BPF_ANY))
+	for (__u32 i = 0; i < CONN_PROBES; i++) {
+		c = conn_slot(cookie, i);
+		if (!c || __sync_val_compare_and_swap(&c->state, FL_SLOT_FREE, FL_SLOT_BUSY) != FL_SLOT_FREE)
+			continue;
+		tcp_key(&c->edge, sk, role);
+		c->cookie = cookie;
+		c->sk = (__u64)sk;
+		c->handshake = hs;
+		c->sent = 0;
+		c->recv = 0;
+		c->retrans = 0;
+		c->live = FL_LIVE_NEW;
+		__sync_lock_test_and_set(&c->state, FL_SLOT_OPEN); /* publish */
 		return;
+	}
 	stat_inc(FL_STAT_CONN_FULL);
-	v = edge_val(&c.edge);
+	tcp_key(&key, sk, role);
+	v = edge_val(&key);
 	if (v)
-		count_handshake(v, c.handshake);
+		count_handshake(v, hs);
+}
+
+/* Connection over: the last flush, then the slot is free again. */
+static __always_inline void closed(struct sock *sk)
+{
+	struct fl_conn *c = conn_find(bpf_get_socket_cookie(sk));
+	struct tcp_sock *tp;
+
+	if (!c)
+		return; /* established before we started, or conns was full */
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (tp)
+		flush(c, tp, 1);
+	__sync_lock_test_and_set(&c->state, FL_SLOT_FREE);
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -199,9 +229,6 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 {
 	struct fl_edge_key key;
 	struct fl_edge_val *v;
-	struct tcp_sock *tp;
-	struct fl_conn *c;
-	__u64 id = (__u64)sk;
 
 	if (sock_proto(sk) != IPPROTO_TCP)
 		return 0;
@@ -218,7 +245,7 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 		__u8 role = oldstate == TCP_SYN_SENT ? FL_ROLE_CLIENT : FL_ROLE_SERVER;
 
 		if (newstate == TCP_ESTABLISHED) {
-			established(sk, id, role);
+			established(sk, role);
 		} else if (newstate == TCP_CLOSE && role == FL_ROLE_CLIENT) {
 			tcp_key(&key, sk, role);
 			v = edge_val(&key);
@@ -230,42 +257,39 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 
 	/* FIN_WAIT*, CLOSE_WAIT, LAST_ACK, CLOSING: nothing to do, no lookup.
 	 * Half of all transitions of a churning load end here. */
-	if (newstate != TCP_CLOSE)
-		return 0;
-	c = bpf_map_lookup_elem(&conns, &id);
-	if (!c)
-		return 0; /* established before we started, or conns was full */
-	tp = bpf_skc_to_tcp_sock(sk);
-	if (tp)
-		flush(c, tp, 1);
-	bpf_map_delete_elem(&conns, &id);
+	if (newstate == TCP_CLOSE)
+		closed(sk);
 	return 0;
 }
 
 /*
  * Poll-time walk of the live connections (the agent reads an iterator fd
- * before each poll).  The key is a socket address taken at the handshake;
- * the entry is deleted at CLOSE, before the socket can be freed, and TCP
- * sockets are SLAB_TYPESAFE_BY_RCU (this runs under RCU), so the address is
- * a tcp_sock - but possibly a new one if the connection closed since this
- * element was reached.  The cookie check against the entry looked up again
- * tells the two apart; bpf_rdonly_cast makes every read a fault-safe load.
+ * before each poll).  An OPEN slot holds its socket's address; the slot is
+ * freed at CLOSE, before the socket can be freed, and TCP sockets are
+ * SLAB_TYPESAFE_BY_RCU (this runs under RCU), so the address is a tcp_sock -
+ * but possibly a new one if the connection closed since the state was read.
+ * The cookie check tells the two apart; bpf_rdonly_cast makes every read a
+ * fault-safe load.  Left open: the slot freed and claimed again by another
+ * connection while this flushes it.  A freed slot is next claimed by a
+ * cookie a whole table later (65536 connects at the default size) or by a
+ * probe of a collision, so this is not seen in practice.
  */
 SEC("iter/bpf_map_elem")
 int flush_conns(struct bpf_iter__bpf_map_elem *ctx)
 {
-	__u64 *key = ctx->key; /* load once: the NULL check must be on the register used */
+	__u32 *key = ctx->key; /* load once: the NULL check must be on the register used */
 	const struct tcp_sock *tp;
 	struct fl_conn *c;
-	__u64 id;
+	__u32 idx;
 
 	if (!key)
 		return 0;
-	id = *key;
-	c = bpf_map_lookup_elem(&conns, &id);
-	if (!c)
+	idx = *key;
+	/* the map's own pointer, not ctx->value: atomics need a map value */
+	c = bpf_map_lookup_elem(&conns, &idx);
+	if (!c || c->state != FL_SLOT_OPEN)
 		return 0;
-	tp = bpf_rdonly_cast((void *)id, bpf_core_type_id_kernel(struct tcp_sock));
+	tp = bpf_rdonly_cast((void *)c->sk, bpf_core_type_id_kernel(struct tcp_sock));
 	if (tp->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter != c->cookie)
 		return 0;
 	flush(c, tp, 0);

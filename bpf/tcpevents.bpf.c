@@ -6,9 +6,9 @@
  * tcp_sock.total_retrans (segments, as the kernel's TcpRetransSegs) at close
  * and at every poll, which costs nothing per retransmission.
  *
- * The edge of a reset is the connection's own (`conns` entry, exact role)
+ * The edge of a reset is the connection's own (`conns` slot, exact role)
  * while it lives; an RST sent on close comes after the CLOSE transition
- * deleted the entry, and timewait/request sockets never had one: their role
+ * freed the slot, and timewait/request sockets never had one: their role
  * is then guessed from the ports.
  */
 #include "common.h"
@@ -18,7 +18,6 @@ static __always_inline void reset(const struct sock *sk, int sent)
 	struct fl_edge_key key;
 	struct fl_edge_val *v;
 	struct fl_conn *c;
-	__u64 id = (__u64)sk;
 
 	if (!sk) {
 		stat_inc(FL_STAT_RST_NOSOCK);
@@ -26,8 +25,8 @@ static __always_inline void reset(const struct sock *sk, int sent)
 	}
 	if (sock_proto(sk) != IPPROTO_TCP)
 		return;
-	c = bpf_map_lookup_elem(&conns, &id);
-	if (c) { /* an entry exists from the handshake on: its edge is exact */
+	c = conn_find(bpf_get_socket_cookie((void *)sk));
+	if (c) { /* a slot exists from the handshake on: its edge is exact */
 		v = edge_val(&c->edge);
 	} else {
 		tcp_key(&key, sk, FL_ROLE_UNKNOWN);

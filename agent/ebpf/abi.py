@@ -23,6 +23,7 @@ PROTO_TCP, PROTO_UDP = 6, 17
 
 HANDSHAKE_UNTIMED, HANDSHAKE_TIMED = 1, 2
 LIVE_NEW, LIVE_COUNTED, LIVE_CLOSED = 0, 1, 2
+SLOT_FREE, SLOT_BUSY, SLOT_OPEN = 0, 1, 2
 
 
 class EdgeKey(ctypes.Structure):
@@ -57,7 +58,7 @@ class Config(ctypes.Structure):
     _fields_ = [
         ("ephemeral_lo", ctypes.c_uint16),
         ("ephemeral_hi", ctypes.c_uint16),
-        ("_pad", ctypes.c_uint32),
+        ("conn_slots", ctypes.c_uint32),
     ]
 
 
@@ -65,12 +66,13 @@ class Conn(ctypes.Structure):
     _fields_ = [
         ("edge", EdgeKey),
         ("cookie", ctypes.c_uint64),
+        ("sk", ctypes.c_uint64),
         ("handshake", ctypes.c_uint64),
         ("sent", ctypes.c_uint64),
         ("recv", ctypes.c_uint64),
         ("retrans", ctypes.c_uint64),
         ("live", ctypes.c_uint32),
-        ("_pad", ctypes.c_uint32),
+        ("state", ctypes.c_uint32),
     ]
 
 

@@ -246,3 +246,4 @@ class Loader:
             raise OSError(22, "cfg outside .rodata: object and agent/ebpf/abi.py disagree")
         cfg = abi.Config.from_address(base + off)
         cfg.ephemeral_lo, cfg.ephemeral_hi = self.opts.ephemeral
+        cfg.conn_slots = self.opts.conn_map_size

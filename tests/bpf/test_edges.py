@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.pods.agent import AgentProc, one
+from tests.pods.agent import AgentProc, Sample, one
 from tests.pods.net import Pods
 
 EDGE = {"src_workload": "client", "src_namespace": "test", "src_workload_kind": "cidr",
@@ -16,13 +16,11 @@ def edge(port: int, proto: str, reporter: str) -> dict[str, str]:
     return {**EDGE, "dst_port": str(port), "protocol": proto, "reporter": reporter}
 
 
-@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
-def test_tcp_bytes_exact_both_reporters(pods: Pods, agent: AgentProc, v6: bool) -> None:
-    port, n, req, resp = (8106 if v6 else 8104), 7, 30_001, 123_457
-    srv = pods["server"]
-    host = srv.ip6 if v6 else srv.ip4
-    server = srv.serve("serve-tcp", host, str(port), "--count", str(n), "--request", str(req),
-                       "--response", str(resp))
+def tcp_exact(pods: Pods, agent: AgentProc, host: str, port: int, n: int, req: int, resp: int) -> Sample:
+    """`n` client connections sending `req` and receiving `resp` bytes each; both ends' edges must hold
+    exactly that once the agent settled.  Returns the settled samples."""
+    server = pods["server"].serve("serve-tcp", host, str(port), "--count", str(n), "--request", str(req),
+                                  "--response", str(resp))
     moved = pods["client"].run("client-tcp", host, str(port), "--count", str(n), "--request", str(req),
                                "--response", str(resp))
     server.communicate(timeout=30)
@@ -34,6 +32,13 @@ def test_tcp_bytes_exact_both_reporters(pods: Pods, agent: AgentProc, v6: bool) 
         assert one(m, "flowlens_edge_received_bytes_total", **lab) == n * resp
         assert one(m, "flowlens_edge_connections_total", result="success", **lab) == n
         assert one(m, "flowlens_edge_active_connections", **lab) == 0
+    return m
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_tcp_bytes_exact_both_reporters(pods: Pods, agent: AgentProc, v6: bool) -> None:
+    port = 8106 if v6 else 8104
+    m = tcp_exact(pods, agent, pods["server"].ip6 if v6 else pods["server"].ip4, port, 7, 30_001, 123_457)
     # the ephemeral client ports never appear: every tcp series of this pair has the server port
     ports = {dict(lab)["dst_port"] for (name, lab) in m if name == "flowlens_edge_sent_bytes_total"
              and ("src_workload", "client") in lab and ("protocol", "tcp") in lab}
