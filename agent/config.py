@@ -58,7 +58,10 @@ class Settings(BaseModel):
     bpf_dir: str = Field("", description="directory of *.bpf.o; '' = build/ next to the agent")
     disable: list[str] = Field(default_factory=list, description="feature names not to load")
     enable: list[str] = Field(default_factory=list, description="features off by default to load (udp, udp_peer)")
-    bpf_stats: bool = Field(True, description="per-program run time (measured here: adds 60-170 ns per event)")
+    bpf_stats: bool = Field(True, description="per-program run time (measured here: adds 60-170 ns per event "
+                            "while on)")
+    bpf_stats_sample: float = Field(0.1, gt=0, le=1, description="fraction of each poll interval that bpf_stats "
+                                    "measures (from the poll on); 1 = always")
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
     identity: Literal["auto", "standalone", "kubernetes"] = Field(
         "auto", description="auto = kubernetes when in a pod or a kubeconfig is given")

@@ -53,6 +53,14 @@ def cgroup_root(s: Settings) -> Path:
     return find_cgroup2_root(Path(s.proc_root))
 
 
+def stats_always_on(proc_root: Path) -> bool:
+    """kernel.bpf_stats_enabled set by the node's admin: run time is measured all the time anyway."""
+    try:
+        return (proc_root / "sys/kernel/bpf_stats_enabled").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
 def ephemeral_range(proc_root: Path) -> tuple[int, int]:
     """ip_local_port_range, used to tell clients from servers for old sockets."""
     try:

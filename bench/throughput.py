@@ -5,8 +5,8 @@ Debian's nginx (one worker, ``return 200`` of a 64 B body, no access log) serves
 TCP connection per request).  Each round runs the three modes back to back on the same load:
 
 - ``off``: nothing attached;
-- ``agent``: the agent from this checkout with its default settings (so ``bpf_stats`` on), started
-  before and stopped after the measured window;
+- ``agent``: the agent from this checkout with its default settings (so ``bpf_stats`` on, measuring a
+  tenth of each poll interval), started before and stopped after the measured window;
 - ``capture``: ``tcpdump -i lo -w /dev/null``, the traditional way to see the same traffic.
 
 The ratio of a mode is its requests/s over ``off`` in the same round, so drift of the machine

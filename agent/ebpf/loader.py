@@ -12,6 +12,12 @@ agent down.
 An ``iter/`` program is attached as an iterator over ``conns`` and run by
 :meth:`Loader.flush` (the poller calls it before each read of ``edges``).
 
+Per-program run time (``bpf_stats``) is measured while the process holds a
+BPF_ENABLE_STATS fd.  The kernel then reads the clock twice around every
+program run, which cost 3 points of churn throughput here (bench/changes.md),
+so the agent samples: :meth:`Loader.sample_stats` opens the fd for part of
+each poll interval and ``sampled_seconds`` says for how long in all.
+
 Every attachment is a BPF link owned by this process (nothing is pinned), so
 the kernel detaches everything when the process exits, even on SIGKILL;
 :meth:`Loader.close` detaches explicitly on a clean stop.
@@ -23,6 +29,8 @@ import ctypes
 import errno
 import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,21 +110,22 @@ class _Loaded:
 class Loader:
     """Owns every BPF object, link and map fd of the agent."""
 
-    def __init__(self, opts: LoadOptions) -> None:
+    def __init__(self, opts: LoadOptions, clock: Callable[[], float] = time.monotonic) -> None:
         self.opts = opts
         self.status: list[FeatureStatus] = []
         self._loaded: dict[str, _Loaded] = {}
         self._maps: dict[str, int] = {}
         self._stats_fd = -1
+        self._clock = clock
+        self._sampled = 0.0  # seconds run time was measured, up to _since
+        self._since = 0.0  # when the open stats fd was opened
+        self._stats_error = ""
 
     # -- public -------------------------------------------------------------
     def load(self) -> list[FeatureStatus]:
         """Load and attach every enabled feature; return what worked and why not."""
-        if self.opts.bpf_stats:
-            try:
-                self._stats_fd = check("bpf_enable_stats", lib().bpf_enable_stats(BPF_STATS_RUN_TIME))
-            except BpfError as e:
-                log.warning("per-program run time unavailable: %s", e)
+        if self.opts.bpf_stats and not self.sample_stats(True):
+            log.warning("per-program run time unavailable: %s", self._stats_error)
         for feat in FEATURES:
             if feat.name in self.opts.disabled:
                 self.status.append(FeatureStatus(feat.name, feat.summary, False, "disabled by settings"))
@@ -149,6 +158,25 @@ class Loader:
             out[prog] = (feat, ns, cnt)
         return out
 
+    def sample_stats(self, on: bool) -> bool:
+        """Start or stop measuring per-program run time; False if it cannot be measured."""
+        if on and self._stats_fd < 0 and self.opts.bpf_stats:
+            try:
+                self._stats_fd = check("bpf_enable_stats", lib().bpf_enable_stats(BPF_STATS_RUN_TIME))
+            except BpfError as e:
+                self._stats_error = str(e)
+                return False
+            self._since = self._clock()
+        elif not on and self._stats_fd >= 0:
+            os.close(self._stats_fd)
+            self._stats_fd = -1
+            self._sampled += self._clock() - self._since
+        return self._stats_fd >= 0 or not on
+
+    def sampled_seconds(self) -> float:
+        """Seconds per-program run time has been measured since load (the window of run_stats)."""
+        return self._sampled + (self._clock() - self._since if self._stats_fd >= 0 else 0.0)
+
     def flush(self) -> None:
         """Run every iterator program once (lifecycle's flush_conns: live connections' counters into
         ``edges``).  The programs print nothing; reading the iterator fd to its end walks the map."""
@@ -173,9 +201,7 @@ class Loader:
         for fd in self._maps.values():
             os.close(fd)
         self._maps.clear()
-        if self._stats_fd >= 0:
-            os.close(self._stats_fd)
-            self._stats_fd = -1
+        self.sample_stats(False)
 
     # -- internals ----------------------------------------------------------
     def _load_one(self, feat: Feature) -> _Loaded:

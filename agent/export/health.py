@@ -32,6 +32,7 @@ class Health:
     capacity: int
     series: Callable[[], int]
     bpf_runs: Callable[[], dict[str, tuple[str, int, int]]]  # prog -> (feature, ns, count)
+    bpf_sampled: Callable[[], float]  # seconds bpf_runs was measuring
     budget: int = 0
     expired: Callable[[], int] = lambda: 0
     watches: Callable[[], list[WatchState]] = list
@@ -78,14 +79,19 @@ class HealthCollector(Collector):
         series = GaugeMetricFamily("flowlens_agent_series", "Edge series exported (budget: series_budget).")
         series.add_metric([], float(h.series()))
         run_s = CounterMetricFamily("flowlens_agent_bpf_run_seconds",
-                                    "CPU time spent in each BPF program (needs bpf_stats).",
+                                    "CPU time spent in each BPF program while sampled (bpf_stats).",
                                     labels=["program", "feature"])
-        runs = CounterMetricFamily("flowlens_agent_bpf_runs", "Runs of each BPF program (needs bpf_stats).",
+        runs = CounterMetricFamily("flowlens_agent_bpf_runs", "Runs of each BPF program while sampled (bpf_stats).",
                                    labels=["program", "feature"])
         for prog, (feature, ns, cnt) in sorted(h.bpf_runs().items()):
             run_s.add_metric([prog, feature], ns / 1e9)
             runs.add_metric([prog, feature], float(cnt))
-        yield from (info, feat, entries, cap, lost, events, polls, perr, pdur, retired, series, run_s, runs)
+        sampled = CounterMetricFamily("flowlens_agent_bpf_sampled_seconds",
+                                      "Seconds bpf_run_seconds and bpf_runs were counting (bpf_stats_sample of "
+                                      "the time): divide their rates by this one's for CPU share and runs/s.")
+        sampled.add_metric([], h.bpf_sampled())
+        yield from (info, feat, entries, cap, lost, events, polls, perr, pdur, retired, series, run_s, runs,
+                    sampled)
         yield from self._series_budget()
         yield from self._k8s()
 

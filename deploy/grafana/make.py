@@ -156,15 +156,18 @@ def agent_health() -> Obj:
            "short", w=8),
         ts("Agent memory (RSS)", f"process_resident_memory_bytes{{{inst}}}", "{{instance}}", "bytes", w=8),
         ts("Kernel CPU in BPF programs (cores)",
-           f"sum by (instance) (rate(flowlens_agent_bpf_run_seconds_total{{{inst}}}[$__rate_interval]))",
-           "{{instance}}", "short", w=8, desc="Needs bpf_stats (CAP_SYS_ADMIN or kernel.bpf_stats_enabled=1)."),
+           f"sum by (instance) (rate(flowlens_agent_bpf_run_seconds_total{{{inst}}}[$__rate_interval])) / "
+           f"on (instance) (rate(flowlens_agent_bpf_sampled_seconds_total{{{inst}}}[$__rate_interval]) > 0)",
+           "{{instance}}", "short", w=8, desc="Needs bpf_stats (CAP_SYS_ADMIN or kernel.bpf_stats_enabled=1); "
+           "measured bpf_stats_sample of the time and scaled up."),
         ts("BPF cost per event, by program",
            f"sum by (program) (rate(flowlens_agent_bpf_run_seconds_total{{{inst}}}[$__rate_interval])) / "
            f"sum by (program) (rate(flowlens_agent_bpf_runs_total{{{inst}}}[$__rate_interval]) > 0)",
            "{{program}}", "s", desc="Budget: 300 ns per event."),
         ts("BPF events/s, by program",
-           f"sum by (program) (rate(flowlens_agent_bpf_runs_total{{{inst}}}[$__rate_interval]))", "{{program}}",
-           "short"),
+           f"sum by (program) (rate(flowlens_agent_bpf_runs_total{{{inst}}}[$__rate_interval]) / on (instance) "
+           f"group_left (rate(flowlens_agent_bpf_sampled_seconds_total{{{inst}}}[$__rate_interval]) > 0))",
+           "{{program}}", "short", desc="Runs counted while sampled, scaled up to the whole time."),
         ts("Edge map fill", f"flowlens_agent_map_entries{{{inst}}} / flowlens_agent_map_capacity{{{inst}}}",
            "{{instance}} {{map}}", "percentunit", w=8),
         ts("Lost and folded updates/s",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,3 +49,18 @@ def test_burst_wrapping_a_small_table_is_counted_exactly_and_frees_every_slot(po
     # closed connections left no slot behind (OPEN ones are other live sockets of this host)
     assert all(s in (abi.SLOT_FREE, abi.SLOT_OPEN) for s in slot_states())
     assert slot_states().count(abi.SLOT_OPEN) < SLOTS // 2
+
+
+def test_bpf_stats_are_sampled_not_always_on(pods: Pods, small: AgentProc) -> None:
+    """bpf_stats_sample (default 0.1): run time is measured for a tenth of each poll interval, and the
+    agent says for how long, so rates can be scaled.  The kernel's own counters must move only then."""
+    def read() -> tuple[float, float, float]:
+        m = small.samples()
+        runs = one(m, "flowlens_agent_bpf_runs_total", program="inet_sock_set_state", feature="lifecycle")
+        return time.monotonic(), one(m, "flowlens_agent_bpf_sampled_seconds_total"), runs
+    t0, s0, r0 = read()
+    tcp_exact(pods, small, pods["server"].ip4, 8132, 40, 10, 10)
+    small.settle(polls=4)
+    t1, s1, r1 = read()
+    assert 0 < s1 - s0 < 0.5 * (t1 - t0)  # about a tenth; a half would mean it is not sampling
+    assert r1 >= r0  # the counter still exists and never goes back
