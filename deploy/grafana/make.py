@@ -166,7 +166,7 @@ def agent_health() -> Obj:
            "{{program}}", "s", desc="Budget: 300 ns per event."),
         ts("BPF events/s, by program",
            f"sum by (program) (rate(flowlens_agent_bpf_runs_total{{{inst}}}[$__rate_interval]) / on (instance) "
-           f"group_left (rate(flowlens_agent_bpf_sampled_seconds_total{{{inst}}}[$__rate_interval]) > 0))",
+           f"group_left () (rate(flowlens_agent_bpf_sampled_seconds_total{{{inst}}}[$__rate_interval]) > 0))",
            "{{program}}", "short", desc="Runs counted while sampled, scaled up to the whole time."),
         ts("Edge map fill", f"flowlens_agent_map_entries{{{inst}}} / flowlens_agent_map_capacity{{{inst}}}",
            "{{instance}} {{map}}", "percentunit", w=8),
