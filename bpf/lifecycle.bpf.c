@@ -130,8 +130,9 @@ static __always_inline void flush(struct fl_conn *c, const struct tcp_sock *tp, 
  * cookies come from a per-CPU sequence, so slots spread evenly): the
  * cookie's next 24 bits as a tag over the start in microseconds (40 bits:
  * 12 days).  An array lookup compiles to an address computation, with no
- * hashing, lock or allocation: a `conns` insert at SYN_SENT and its lookup
- * at ESTABLISHED cost ~1.5% of churn throughput here (bench/changes.md).
+ * hashing, lock or allocation: an insert into the old `conns` hash at
+ * SYN_SENT and its lookup at ESTABLISHED cost ~1.5% of churn throughput
+ * here (bench/changes.md).
  * Two connects in flight on one slot: the later one keeps it and the
  * earlier is counted without a duration (FL_STAT_CONNECT_UNTIMED).  One
  * 64-bit store writes a whole slot, so a reader never pairs a tag with
