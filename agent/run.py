@@ -180,7 +180,7 @@ def run(s: Settings) -> int:
         signal.signal(signal.SIGINT, on_signal)
         server.start()
         log.info("serving metrics on http://%s:%d/metrics", host or "0.0.0.0", server.port)
-        # bpf_stats: measured from just before each poll (so the poll's iterator is) for a fraction
+        # bpf_stats: measured from just before each poll (so the poll's walk of conns is) for a fraction
         # of the interval; the kernel's clock reads around every program run cost 3% of churn.
         sample = 1.0 if preflight.stats_always_on(Path(s.proc_root)) else s.bpf_stats_sample
         while not stop.is_set():

@@ -106,14 +106,14 @@ struct fl_config {
 /* fl_conn.state: who may touch a `conns` slot */
 #define FL_SLOT_FREE 0     /* claimable by an ESTABLISHED */
 #define FL_SLOT_BUSY 1     /* claimed, being written */
-#define FL_SLOT_OPEN 2     /* a live connection: flushed by the iterator,
+#define FL_SLOT_OPEN 2     /* a live connection: flushed by the poll-time walk,
 			    * flushed and freed by its CLOSE */
 
 /*
  * Per-TCP-connection state: a slot of the ARRAY `conns`, found from the
  * socket cookie (slot cookie % conn_slots, or one of the next few).  Claimed
  * at ESTABLISHED, freed at CLOSE.  The handshake is only written into the
- * slot; the first flush (poll-time iterator or CLOSE, whichever comes first)
+ * slot; the first flush (poll-time walk or CLOSE, whichever comes first)
  * counts it on the edge, so a connection costs one edge lookup (at CLOSE)
  * however short it lives.  The byte and retransmit words are what was
  * already added to the edge: every flush swaps in the socket's current
@@ -122,7 +122,7 @@ struct fl_config {
 struct fl_conn {
 	struct fl_edge_key edge; /* aggregate this connection counts into */
 	__u64 cookie;            /* socket cookie of the owner */
-	__u64 sk;                /* socket address, for the iterator; the
+	__u64 sk;                /* socket address, for the poll-time walk; the
 				  * cookie proves it still holds this owner */
 	__u64 handshake;         /* FL_HANDSHAKE_* until a flush counts it, then 0 */
 	__u64 sent;              /* payload bytes counted: bytes_sent - bytes_retrans */

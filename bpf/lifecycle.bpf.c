@@ -10,7 +10,7 @@
  *   SYN_SENT    -> CLOSE        failed connect, reason from sk->sk_err
  *   *           -> CLOSE        last flush, slot freed
  *
- * A flush (at CLOSE, and for live connections by the poll-time iterator)
+ * A flush (at CLOSE, and for live connections by the poll-time walk)
  * counts the handshake on the edge the first time it sees the slot, adds
  * the counters' growth and keeps the `active` gauge: a connection alive at
  * a poll is added to it once and taken out at its CLOSE.  So `active` is
@@ -23,8 +23,7 @@
  *
  * No program runs per send or receive: tcp_sock already counts every byte,
  * so the connection's counters are read at CLOSE and, for live connections,
- * by flush_conns, an iter/bpf_map_elem program over `conns` that the agent
- * runs before every poll.  A program on sock_send_length/sock_recv_length,
+ * by flush_conns, a walk of `conns` that the agent runs before every poll.  A program on sock_send_length/sock_recv_length,
  * even an empty one, cost 2.4% of persistent-connection throughput here
  * (bench/results); this costs nothing between handshake and close.
  *
@@ -62,7 +61,7 @@ static __always_inline __u32 failure(int err)
 }
 
 /* Swap in the counter's new value, add the growth to the edge word.  Both the
- * CLOSE transition and the iterator may flush one connection at once: the
+ * CLOSE transition and the walk may flush one connection at once: the
  * atomic swap gives every byte to exactly one of them. */
 static __always_inline void advance(__u64 *seen, __u64 now, __u64 *word)
 {
@@ -86,7 +85,7 @@ static __always_inline void count_handshake(struct fl_edge_val *v, __u64 hs)
  * Add what `tp` moved since the last flush of `c`.  Payload sent is
  * bytes_sent minus bytes_retrans (bytes_sent counts every transmission).
  * bytes_received counts the FIN's sequence number too.  Reads are plain
- * loads: from the iterator they race with the socket's owner, and a read
+ * loads: from the walk they race with the socket's owner, and a read
  * between the two words of a retransmit or a FIN can be early by one
  * segment or one byte; the swap keeps the edge monotonic and CLOSE, which
  * runs under the socket lock, reads the final values.
@@ -103,7 +102,7 @@ static __always_inline void flush(struct fl_conn *c, const struct tcp_sock *tp, 
 	v = edge_val(&c->edge);
 	if (!v)
 		return;
-	/* The swap makes the CLOSE and an iterator running at once count the
+	/* The swap makes the CLOSE and a walk running at once count the
 	 * handshake and the gauge exactly once between them. */
 	hs = __sync_lock_test_and_set(&c->handshake, 0);
 	if (hs)
@@ -177,7 +176,7 @@ static __always_inline __u64 handshake(__u64 cookie)
 /*
  * Handshake done: claim a free slot (compare-and-swap on its state), write
  * the edge key, cookie and connect duration, then publish it OPEN; the
- * iterator never reads a slot that is not.  The edge itself is left to the
+ * walk never reads a slot that is not.  The edge itself is left to the
  * first flush.  No free slot among CONN_PROBES: the connect is counted on
  * the edge at once, never its bytes (FL_STAT_CONN_FULL).
  */
@@ -264,29 +263,22 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 }
 
 /*
- * Poll-time walk of the live connections (the agent reads an iterator fd
- * before each poll).  An OPEN slot holds its socket's address; the slot is
- * freed at CLOSE, before the socket can be freed, and TCP sockets are
- * SLAB_TYPESAFE_BY_RCU (this runs under RCU), so the address is a tcp_sock -
- * but possibly a new one if the connection closed since the state was read.
- * The cookie check tells the two apart; bpf_rdonly_cast makes every read a
- * fault-safe load.  Left open: the slot freed and claimed again by another
- * connection while this flushes it.  A freed slot is next claimed by a
- * cookie a whole table later (65536 connects at the default size) or by a
- * probe of a collision, so this is not seen in practice.
+ * Poll-time walk of the live connections.  An OPEN slot holds its socket's
+ * address; the slot is freed at CLOSE, before the socket can be freed, and
+ * TCP sockets are SLAB_TYPESAFE_BY_RCU, so under RCU the address is a
+ * tcp_sock - but possibly a new one if the connection closed since the state
+ * was read.  The cookie check tells the two apart; bpf_rdonly_cast makes
+ * every read a fault-safe load.  Left open: the slot freed and claimed again
+ * by another connection while this flushes it.  A freed slot is next claimed
+ * by a cookie a whole table later (65536 connects at the default size) or by
+ * a probe of a collision, so this is not seen in practice.
  */
-SEC("iter/bpf_map_elem")
-int flush_conns(struct bpf_iter__bpf_map_elem *ctx)
+static long flush_slot(__u64 i, void *unused)
 {
-	__u32 *key = ctx->key; /* load once: the NULL check must be on the register used */
+	__u32 idx = i;
 	const struct tcp_sock *tp;
 	struct fl_conn *c;
-	__u32 idx;
 
-	if (!key)
-		return 0;
-	idx = *key;
-	/* the map's own pointer, not ctx->value: atomics need a map value */
 	c = bpf_map_lookup_elem(&conns, &idx);
 	if (!c || c->state != FL_SLOT_OPEN)
 		return 0;
@@ -294,5 +286,19 @@ int flush_conns(struct bpf_iter__bpf_map_elem *ctx)
 	if (tp->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter != c->cookie)
 		return 0;
 	flush(c, tp, 0);
+	return 0;
+}
+
+/*
+ * The walk, one bpf_loop over every slot.  Attached to nothing: the agent
+ * runs it before each poll with BPF_PROG_TEST_RUN, which runs a raw_tp
+ * program under rcu_read_lock.  It was an iter/bpf_map_elem program until a
+ * kernel build of this VM (6.18.44-fc-v857) refused map-element iterators
+ * at load with EPERM, even empty ones (iter/tcp still loads; bench/changes.md).
+ */
+SEC("raw_tp")
+int flush_conns(void *ctx)
+{
+	bpf_loop(cfg.conn_slots, flush_slot, NULL, 0);
 	return 0;
 }

@@ -73,21 +73,15 @@ def open_opts(btf: Path | None) -> OpenOpts | None:
     return OpenOpts(sz=ctypes.sizeof(OpenOpts), btf_custom_path=str(btf).encode())
 
 
-class IterAttachOpts(ctypes.Structure):
-    """``struct bpf_iter_attach_opts``: ``link_info`` points at a ``union bpf_iter_link_info``,
-    whose first member for a map iterator is ``__u32 map_fd``."""
+class TestRunOpts(ctypes.Structure):
+    """``struct bpf_test_run_opts`` (libbpf 0.7+); a raw_tp program takes no data, only its retval comes back."""
 
-    _fields_ = [("sz", ctypes.c_size_t), ("link_info", ctypes.c_void_p), ("link_info_len", ctypes.c_uint32)]
-
-
-LinkInfo = ctypes.c_uint32 * 4  # union bpf_iter_link_info (16 bytes); .map.map_fd is word 0
-
-
-def iter_opts(info: Any) -> IterAttachOpts:
-    """Attach options of an iter/bpf_map_elem program; ``info`` is a LinkInfo holding the map fd
-    (the kernel copies it during attach: keep it alive until then)."""
-    return IterAttachOpts(sz=ctypes.sizeof(IterAttachOpts), link_info=ctypes.addressof(info),
-                          link_info_len=ctypes.sizeof(info))
+    _fields_ = [("sz", ctypes.c_size_t), ("data_in", ctypes.c_void_p), ("data_out", ctypes.c_void_p),
+                ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
+                ("ctx_in", ctypes.c_void_p), ("ctx_out", ctypes.c_void_p),
+                ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
+                ("retval", ctypes.c_uint32), ("repeat", ctypes.c_int), ("duration", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32)]
 
 
 _P = ctypes.c_void_p
@@ -114,9 +108,9 @@ _SIGS: dict[str, tuple[Any, list[Any]]] = {
     "bpf_program__fd": (_I, [_P]),
     "bpf_program__attach": (_P, [_P]),
     "bpf_program__attach_cgroup": (_P, [_P, _I]),
-    "bpf_program__attach_iter": (_P, [_P, _P]),
     "bpf_link__fd": (_I, [_P]),
     "bpf_iter_create": (_I, [_I]),
+    "bpf_prog_test_run_opts": (_I, [_I, _P]),
     "bpf_link__destroy": (_I, [_P]),
     "bpf_map_lookup_batch": (_I, [_I, _P, _P, _P, _P, ctypes.POINTER(_U32), _P]),
     "bpf_map_update_batch": (_I, [_I, _P, _P, ctypes.POINTER(_U32), _P]),

@@ -9,8 +9,11 @@ A feature whose hook the kernel lacks, or whose load or attach fails, is
 closed again and reported in :class:`FeatureStatus`; it never takes the
 agent down.
 
-An ``iter/`` program is attached as an iterator over ``conns`` and run by
-:meth:`Loader.flush` (the poller calls it before each read of ``edges``).
+A program in section ``raw_tp`` (no tracepoint named) is attached to nothing:
+:meth:`Loader.flush` runs it with BPF_PROG_TEST_RUN, which the kernel does
+under rcu_read_lock (lifecycle's walk of ``conns``; the poller calls it before
+each read of ``edges``).  It was a map-element iterator until a kernel build
+refused those at load (EPERM, bpf/lifecycle.bpf.c).
 
 Per-program run time (``bpf_stats``) is measured while the process holds a
 BPF_ENABLE_STATS fd.  The kernel then reads the clock twice around every
@@ -38,11 +41,10 @@ from agent.ebpf import abi
 from agent.ebpf.libbpf import (
     BPF_STATS_RUN_TIME,
     BpfError,
-    LinkInfo,
+    TestRunOpts,
     check,
     check_ptr,
     datasec_offsets,
-    iter_opts,
     lib,
     open_opts,
     prog_run_stats,
@@ -57,14 +59,14 @@ SHARED_MAPS = ("edges", "conns", "socks", "stats")
 class Feature:
     name: str
     summary: str
-    hooks: tuple[str, ...]  # tp_btf names, cgroup attach types or iterator targets, for doctor
+    hooks: tuple[str, ...]  # tp_btf names, cgroup attach types or test-run programs, for doctor
     cgroup: bool = False  # programs attach to the cgroup v2 root
     default: bool = True  # False: loaded only when named in the `enable` setting
 
 
 FEATURES: tuple[Feature, ...] = (
     Feature("lifecycle", "TCP connects, failures, connect latency, active connections, bytes, "
-            "retransmits, RTT", ("tp_btf/inet_sock_set_state", "iter/bpf_map_elem")),
+            "retransmits, RTT", ("tp_btf/inet_sock_set_state", "raw_tp (test run)")),
     Feature("tcpevents", "TCP resets sent and received",
             ("tp_btf/tcp_send_reset", "tp_btf/tcp_receive_reset")),
     Feature("udp", "UDP bytes sent and received; runs on every socket send/recv call, ~2-3% of a "
@@ -104,7 +106,7 @@ class _Loaded:
     obj: int
     links: list[int] = field(default_factory=list)
     progs: dict[str, int] = field(default_factory=dict)  # program name -> fd
-    iters: list[int] = field(default_factory=list)  # iterator links, run by flush()
+    runs: list[int] = field(default_factory=list)  # fds of the raw_tp programs flush() runs
 
 
 class Loader:
@@ -178,17 +180,13 @@ class Loader:
         return self._sampled + (self._clock() - self._since if self._stats_fd >= 0 else 0.0)
 
     def flush(self) -> None:
-        """Run every iterator program once (lifecycle's flush_conns: live connections' counters into
-        ``edges``).  The programs print nothing; reading the iterator fd to its end walks the map."""
+        """Run every test-run program once (lifecycle's flush_conns: live connections' counters into
+        ``edges``); raises BpfError if the kernel refuses the run."""
         bpf = lib()
         for ld in self._loaded.values():
-            for link in ld.iters:
-                fd = check("bpf_iter_create", bpf.bpf_iter_create(bpf.bpf_link__fd(link)))
-                try:
-                    while os.read(fd, 4096):
-                        pass
-                finally:
-                    os.close(fd)
+            for fd in ld.runs:
+                opts = TestRunOpts(sz=ctypes.sizeof(TestRunOpts))
+                check("test run flush", bpf.bpf_prog_test_run_opts(fd, ctypes.byref(opts)))
 
     def close(self) -> None:
         """Detach every link and close every object; safe to call twice."""
@@ -230,18 +228,14 @@ class Loader:
                 prog = bpf.bpf_object__next_program(obj, None)
                 while prog:
                     pname = bpf.bpf_program__name(prog).decode()
-                    is_iter = bpf.bpf_program__section_name(prog).startswith(b"iter/")
-                    if feat.cgroup:
-                        link = bpf.bpf_program__attach_cgroup(prog, cg_fd)
-                    elif is_iter:
-                        info = LinkInfo(self._maps["conns"])
-                        link = bpf.bpf_program__attach_iter(prog, ctypes.byref(iter_opts(info)))
+                    fd = bpf.bpf_program__fd(prog)
+                    if bpf.bpf_program__section_name(prog) == b"raw_tp":
+                        ld.runs.append(fd)  # attached to nothing: flush() runs it
+                    elif feat.cgroup:
+                        ld.links.append(check_ptr(f"attach {pname}", bpf.bpf_program__attach_cgroup(prog, cg_fd)))
                     else:
-                        link = bpf.bpf_program__attach(prog)
-                    ld.links.append(check_ptr(f"attach {pname}", link))
-                    if is_iter:
-                        ld.iters.append(link)
-                    ld.progs[pname] = bpf.bpf_program__fd(prog)
+                        ld.links.append(check_ptr(f"attach {pname}", bpf.bpf_program__attach(prog)))
+                    ld.progs[pname] = fd
                     prog = bpf.bpf_object__next_program(obj, prog)
             finally:
                 if cg_fd >= 0:

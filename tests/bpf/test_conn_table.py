@@ -58,6 +58,8 @@ def test_bpf_stats_are_sampled_not_always_on(pods: Pods, small: AgentProc) -> No
         m = small.samples()
         runs = one(m, "flowlens_agent_bpf_runs_total", program="inet_sock_set_state", feature="lifecycle")
         return time.monotonic(), one(m, "flowlens_agent_bpf_sampled_seconds_total"), runs
+    always = Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip()
+    assert always == "0", "this host sets kernel.bpf_stats_enabled=1: the agent then measures all the time"
     t0, s0, r0 = read()
     tcp_exact(pods, small, pods["server"].ip4, 8132, 40, 10, 10)
     small.settle(polls=4)

@@ -121,7 +121,7 @@ def _median_seconds(m: Sample, lab: dict[str, str], name: str) -> float:
 
 
 def test_live_connection_rtt_agrees_with_ss_and_bytes_flow_before_close(pods: Pods, agent: AgentProc) -> None:
-    """A live connection is read by the poll-time iterator: srtt once per poll (`ss` reads the same srtt), and
+    """A live connection is read by the poll-time walk: srtt once per poll (`ss` reads the same srtt), and
     its byte counters, so bytes show up before the close and end exact after it.  srtt moves (on a veth pair
     between ~25 us and a few hundred us as ACKs get delayed), so compare with the range of srtt that `ss`
     saw over the same seconds, with the histogram's factor-2 bucket resolution on each side."""
