@@ -1,116 +1,43 @@
-"""Throughput overhead: nginx + wrk on loopback with the agent off, on, and packet capture on.
+"""Throughput overhead: nginx + wrk with the agent off, on, and packet capture on.
 
-Debian's nginx (one worker, ``return 200`` of a 64 B body, no access log) serves wrk (one thread,
-16 connections) in two shapes: ``persistent`` (keep-alive) and ``churn`` (``Connection: close``: one
-TCP connection per request).  Each round runs the three modes back to back on the same load:
+Each round runs three modes back to back on the same load (bench/load.py: two shapes, two networks):
 
 - ``off``: nothing attached;
-- ``agent``: the agent from this checkout with its default settings (so ``bpf_stats`` on, measuring a
-  tenth of each poll interval), started before and stopped after the measured window;
-- ``capture``: ``tcpdump -i lo -w /dev/null``, the traditional way to see the same traffic.
+- ``agent``: the agent from this checkout with its default settings (``bpf_stats`` measuring a tenth of
+  each poll interval), started before and stopped after the measured window;
+- ``capture``: ``tcpdump -w /dev/null`` on the interface the traffic crosses, the traditional way to
+  see the same traffic.
 
-The ratio of a mode is its requests/s over ``off`` in the same round, so drift of the machine
-cancels; the result is the median over rounds.  During each agent window the bench also reads the
-agent's CPU (on-CPU time of all its threads, /proc/<pid>/task/*/schedstat, in millicores), its peak
-RSS (VmHWM) and the per-program ``run_time_ns / run_cnt`` from its own ``flowlens_agent_bpf_*``
-metrics.  wrk's one thread is the bottleneck: perf shows it on-CPU the whole window while the other
-core idles 10-25%, and the loopback softirq work of both ends of a connection (handshake, close) runs
-on its CPU, so every nanosecond the kernel spends for us on that path shows up in the ratio.
+The ratio of a mode is its requests/s over ``off`` in the same round, so drift of the machine cancels;
+the result is the median over rounds.  During each agent window the bench also reads the agent's CPU
+(on-CPU time of all its threads, /proc/<pid>/task/*/schedstat, in millicores), its peak RSS (VmHWM) and
+the per-program ``run_time_ns / run_cnt`` from its own ``flowlens_agent_bpf_*`` metrics (events/s over
+``flowlens_agent_bpf_sampled_seconds_total``, the time bpf_stats was on).  wrk's one thread is the
+bottleneck: it is on-CPU the whole window while the other core idles 10-25%, and the softirq work of
+both ends of a connection (handshake, close) runs on its CPU, so every nanosecond the kernel spends for
+us on that path shows up in the ratio.
+
+Experiments (root):  python -m bench.throughput [--nets loopback,pods] [--shapes churn] [--rounds 5]
+[--seconds 5] [--modes off,agent,again] [--settings '{"bpf_dir": "/tmp/variant"}']
 """
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
+import argparse
+import json
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
+from typing import Any
 
+from bench import load
 from bench.collector import rss_mb
-from tests.pods.agent import AgentProc, Sample, free_port
+from tests.pods.agent import AgentProc, Sample
 
-SHAPES = ("persistent", "churn")
 MODES = ("off", "agent", "capture")
-BODY = "0123456789abcdef" * 4
-
-NGINX_CONF = """worker_processes 1;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {d}/body;
-  proxy_temp_path {d}/proxy;
-  fastcgi_temp_path {d}/fastcgi;
-  uwsgi_temp_path {d}/uwsgi;
-  scgi_temp_path {d}/scgi;
-  keepalive_requests 100000000;
-  server {{
-    listen 127.0.0.1:{port} backlog=4096;
-    location / {{ return 200 "{body}"; }}
-  }}
-}}
-"""
-
-
-def need(*tools: str) -> None:
-    missing = [t for t in tools if not shutil.which(t)]
-    if missing:
-        raise SystemExit(f"bench: missing {', '.join(missing)} (make bench installs them with apt-get)")
-
-
-@contextmanager
-def nginx(tmp: Path) -> Iterator[int]:
-    """nginx on a free loopback port for the duration of the block; yields the port."""
-    port = free_port()
-    conf = tmp / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(d=tmp, port=port, body=BODY))
-    proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(tmp)], stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 10
-        while subprocess.run(["curl", "-fs", f"http://127.0.0.1:{port}/"], capture_output=True).returncode:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"nginx did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
-            time.sleep(0.1)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def wrk(port: int, shape: str, seconds: int) -> float:
-    """Requests per second wrk reached (non-2xx or socket errors make the run invalid)."""
-    cmd = ["wrk", "-t1", "-c16", f"-d{seconds}s", f"http://127.0.0.1:{port}/"]
-    if shape == "churn":
-        cmd += ["-H", "Connection: close"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    if "Non-2xx" in out or re.search(r"Socket errors: connect [1-9]", out):
-        raise RuntimeError(f"wrk saw errors:\n{out}")
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not m:
-        raise RuntimeError(f"wrk printed no rate:\n{out}")
-    return float(m.group(1))
-
-
-@contextmanager
-def capture() -> Iterator[None]:
-    """tcpdump on loopback writing every packet to /dev/null, once it says it is listening."""
-    proc = subprocess.Popen(["tcpdump", "-i", "lo", "-n", "-w", "/dev/null"], stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        if "listening" not in line:
-            raise RuntimeError(f"tcpdump: {line}")
-        yield
-    finally:
-        proc.terminate()
-        proc.wait(10)
+EXTRA = ("again",)  # off once more: an A/A ratio, the noise floor of an experiment (--modes off,again)
 
 
 def task_cpu(pid: int) -> dict[str, int]:
@@ -143,11 +70,12 @@ def bpf_runs(s: Sample) -> dict[str, tuple[float, float]]:
 
 @dataclass
 class Shape:
-    """Raw numbers of one load shape, per round."""
+    """Raw numbers of one load (shape and network), per round."""
 
-    rps: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in MODES})
+    rps: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in MODES + EXTRA})
     millicores: list[float] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)
+    sampled: list[float] = field(default_factory=list)  # seconds bpf_stats was on in each agent window
     bpf: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # program -> [(ns, runs)]
 
     def ratios(self, mode: str) -> list[float]:
@@ -165,44 +93,94 @@ class Shape:
         runs = self.bpf[prog]
         return sum(ns for ns, _ in runs) / max(sum(n for _, n in runs), 1)
 
-    def events_per_s(self, prog: str, seconds: int) -> float:
-        return median(n for _, n in self.bpf[prog]) / seconds
+    def events_per_s(self, prog: str) -> float:
+        """Runs per second while bpf_stats was on (the agent samples: runs outside are not counted)."""
+        return sum(n for _, n in self.bpf[prog]) / max(sum(self.sampled), 1e-9)
 
 
-def run_agent(tmp: Path, port: int, shape: str, seconds: int, out: Shape) -> float:
-    agent = AgentProc(tmp, {}).start()
-    try:
-        assert agent.proc is not None
-        pid = agent.proc.pid
-        before = bpf_runs(agent.samples())
-        cpu0 = task_cpu(pid)
-        t0 = time.monotonic()
-        rps = wrk(port, shape, seconds)
-        cpu, wall = cpu_seconds(cpu0, task_cpu(pid)), time.monotonic() - t0
-        after = bpf_runs(agent.samples())
-        out.millicores.append(1000 * cpu / wall)
-        out.rss_mb.append(rss_mb(pid=pid))
-        for prog, (ns, n) in after.items():
-            ns0, n0 = before.get(prog, (0.0, 0.0))
-            if n > n0:
-                out.bpf.setdefault(prog, []).append((ns - ns0, n - n0))
-    finally:
-        agent.stop()
+def sampled(s: Sample) -> float:
+    return s.get(("flowlens_agent_bpf_sampled_seconds_total", frozenset()), 0.0)
+
+
+def run_agent(net: load.Net, port: int, shape: str, seconds: int, out: Shape, settings: dict[str, Any]) -> float:
+    """wrk's req/s with the agent (``settings`` over its defaults) running; the agent's costs into ``out``."""
+    with tempfile.TemporaryDirectory(prefix="flowlens-bench-agent-") as d:
+        agent = AgentProc(Path(d), settings).start()
+        try:
+            return agent_window(agent, net, port, shape, seconds, out)
+        finally:
+            agent.stop()
+
+
+def agent_window(agent: AgentProc, net: load.Net, port: int, shape: str, seconds: int, out: Shape) -> float:
+    assert agent.proc is not None
+    pid = agent.proc.pid
+    s0 = agent.samples()
+    cpu0 = task_cpu(pid)
+    t0 = time.monotonic()
+    rps = load.wrk(net, port, shape, seconds)
+    cpu, wall = cpu_seconds(cpu0, task_cpu(pid)), time.monotonic() - t0
+    s1 = agent.samples()
+    out.millicores.append(1000 * cpu / wall)
+    out.rss_mb.append(rss_mb(pid=pid))
+    out.sampled.append(sampled(s1) - sampled(s0))
+    before = bpf_runs(s0)
+    for prog, (ns, n) in bpf_runs(s1).items():
+        ns0, n0 = before.get(prog, (0.0, 0.0))
+        if n > n0:
+            out.bpf.setdefault(prog, []).append((ns - ns0, n - n0))
     return rps
 
 
-def measure(rounds: int, seconds: int, log: object = print) -> dict[str, Shape]:
-    need("nginx", "wrk", "tcpdump", "curl")
-    results = {s: Shape() for s in SHAPES}
-    with tempfile.TemporaryDirectory(prefix="flowlens-bench-") as d, nginx(Path(d)) as port:
-        for shape in SHAPES:
-            wrk(port, shape, 1)  # warm-up, not counted
-            for r in range(rounds):
-                res = results[shape]
-                res.rps["off"].append(wrk(port, shape, seconds))
-                res.rps["agent"].append(run_agent(Path(d), port, shape, seconds, res))
-                with capture():
-                    res.rps["capture"].append(wrk(port, shape, seconds))
-                log(f"  {shape} round {r + 1}/{rounds}: " +
-                    ", ".join(f"{m} {res.rps[m][-1]:,.0f}/s" for m in MODES))  # type: ignore[operator]
+def measure(rounds: int, seconds: int, nets: tuple[str, ...] = load.NETS, shapes: tuple[str, ...] = load.SHAPES,
+            modes: tuple[str, ...] = MODES, settings: dict[str, Any] | None = None,
+            log: Any = print) -> dict[str, Shape]:
+    """Results per load, keyed ``shape/net``; ``modes`` must start with ``off``."""
+    load.need("nginx", "wrk", "tcpdump", "curl")
+    results: dict[str, Shape] = {}
+    for name in nets:
+        with tempfile.TemporaryDirectory(prefix="flowlens-bench-") as d, load.network(name) as net, \
+                load.nginx(net, Path(d)) as port:
+            for shape in shapes:
+                res = results[f"{shape}/{name}"] = Shape()
+                load.wrk(net, port, shape, 1)  # warm-up, not counted
+                for r in range(rounds):
+                    for mode in modes:
+                        res.rps[mode].append(one(net, port, shape, seconds, mode, res, settings or {}))
+                    log(f"  {shape}/{name} round {r + 1}/{rounds}: " +
+                        ", ".join(f"{m} {res.rps[m][-1]:,.0f}/s" for m in modes) +
+                        "".join(f", {m}/off {res.ratios(m)[-1]:.3f}" for m in modes[1:]))
     return results
+
+
+def one(net: load.Net, port: int, shape: str, seconds: int, mode: str, res: Shape, settings: dict[str, Any]) -> float:
+    if mode == "agent":
+        return run_agent(net, port, shape, seconds, res, settings)
+    if mode == "capture":
+        with load.capture(net):
+            return load.wrk(net, port, shape, seconds)
+    return load.wrk(net, port, shape, seconds)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="bench.throughput: agent on/off (and tcpdump) ratios, for experiments")
+    ap.add_argument("--nets", default=",".join(load.NETS))
+    ap.add_argument("--shapes", default=",".join(load.SHAPES))
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--settings", type=json.loads, default={}, help="agent settings (JSON) over its defaults")
+    a = ap.parse_args()
+    modes = tuple(a.modes.split(","))
+    if modes[0] != "off":
+        raise SystemExit("--modes: must start with off (ratios are over it)")
+    res = measure(a.rounds, a.seconds, tuple(a.nets.split(",")), tuple(a.shapes.split(",")), modes, a.settings)
+    for key, r in res.items():
+        line = ", ".join(f"{m}/off {r.ratio(m):.3f} ({' '.join(f'{x:.3f}' for x in r.ratios(m))})" for m in modes[1:])
+        bpf = ", ".join(f"{p} {r.ns_per_event(p):.0f} ns x {r.events_per_s(p):,.0f}/s" for p in sorted(r.bpf)
+                        if r.events_per_s(p) >= 1000)
+        print(f"{key}: {line}; off range {100 * r.noise():.1f}%" + (f"; {bpf}" if bpf else ""))
+
+
+if __name__ == "__main__":
+    main()

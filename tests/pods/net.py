@@ -33,11 +33,15 @@ class Pod:
         self.name, self.ns, self.cgroup = name, f"fl-{name}", cgroup
         self.ip4, self.ip6 = f"10.99.0.{index + 2}", f"fd99::{index + 2}"
 
-    def spawn(self, *args: str) -> subprocess.Popen[str]:
-        """Run traffic.py in this pod's netns and cgroup (joined before any socket)."""
+    def cmd(self, *args: str) -> list[str]:
+        """`args` as a command that runs in this pod's netns and cgroup (joined before any socket)."""
         # join the cgroup first: `ip netns exec` remounts /sys, hiding the cgroup tree
         inner = f'echo $$ > {self.cgroup}/cgroup.procs && exec "$0" "$@"'
-        cmd = ["sh", "-c", inner, "ip", "netns", "exec", self.ns, sys.executable, str(TRAFFIC), *args]
+        return ["sh", "-c", inner, "ip", "netns", "exec", self.ns, *args]
+
+    def spawn(self, *args: str) -> subprocess.Popen[str]:
+        """Run traffic.py in this pod."""
+        cmd = self.cmd(sys.executable, str(TRAFFIC), *args)
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def run(self, *args: str, timeout: float = 60) -> dict[str, int]:

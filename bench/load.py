@@ -1,0 +1,134 @@
+"""The load of the throughput benchmark: nginx served to wrk, on loopback or between two pods.
+
+Debian's nginx (one worker, ``return 200`` of a 64 B body, no access log) serves wrk (one thread, 16
+connections) in two shapes: ``persistent`` (keep-alive) and ``churn`` (``Connection: close``: one TCP
+connection per request).  Two networks (a :class:`Net`):
+
+- ``loopback``: both ends in the host's namespace on 127.0.0.1, no device in between: the least kernel
+  work per request, so the largest share for anything that hooks it (the stress case);
+- ``pods``: nginx and wrk each in its own network namespace and cgroup, joined by veth pairs on a
+  bridge (tests/pods/net.py): the path of pod-to-pod traffic on a Kubernetes node.
+
+Packet capture reads the interface every packet crosses: ``lo``, or the bridge (as ``tcpdump -i cni0``
+on a node).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.pods.agent import free_port
+from tests.pods.net import BRIDGE, Pods
+
+NETS = ("loopback", "pods")
+SHAPES = ("persistent", "churn")
+BODY = "0123456789abcdef" * 4
+
+NGINX_CONF = """worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  keepalive_requests 100000000;
+  server {{
+    listen {ip}:{port} backlog=4096;
+    location / {{ return 200 "{body}"; }}
+  }}
+}}
+"""
+
+
+@dataclass(frozen=True)
+class Net:
+    """Where the two ends run: command prefixes (empty: the host), the server's address, the capture interface."""
+
+    name: str
+    server: tuple[str, ...]
+    client: tuple[str, ...]
+    ip: str
+    iface: str
+
+
+def need(*tools: str) -> None:
+    missing = [t for t in tools if not shutil.which(t)]
+    if missing:
+        raise SystemExit(f"bench: missing {', '.join(missing)} (make bench installs them with apt-get)")
+
+
+@contextmanager
+def network(name: str) -> Iterator[Net]:
+    """The network ``name`` (one of NETS), set up for the block and removed after it."""
+    if name == "loopback":
+        yield Net(name, (), (), "127.0.0.1", "lo")
+        return
+    if name != "pods":
+        raise ValueError(f"network {name!r}: expected one of {', '.join(NETS)}")
+    pods = Pods(["bench-srv", "bench-cli"]).up()
+    try:
+        srv, cli = pods["bench-srv"], pods["bench-cli"]
+        yield Net(name, tuple(srv.cmd()), tuple(cli.cmd()), srv.ip4, BRIDGE)
+    finally:
+        pods.down()
+
+
+@contextmanager
+def nginx(net: Net, tmp: Path) -> Iterator[int]:
+    """nginx on a free port of ``net``'s server address for the duration of the block; yields the port."""
+    port = free_port()
+    conf = tmp / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(d=tmp, ip=net.ip, port=port, body=BODY))
+    proc = subprocess.Popen([*net.server, "nginx", "-c", str(conf), "-p", str(tmp)], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        url = f"http://{net.ip}:{port}/"
+        while subprocess.run([*net.client, "curl", "-fs", url], capture_output=True).returncode:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"nginx did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
+            time.sleep(0.1)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def wrk(net: Net, port: int, shape: str, seconds: int) -> float:
+    """Requests per second wrk reached (non-2xx or socket errors make the run invalid)."""
+    cmd = [*net.client, "wrk", "-t1", "-c16", f"-d{seconds}s", f"http://{net.ip}:{port}/"]
+    if shape == "churn":
+        cmd += ["-H", "Connection: close"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in out or re.search(r"Socket errors: connect [1-9]", out):
+        raise RuntimeError(f"wrk saw errors:\n{out}")
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not m:
+        raise RuntimeError(f"wrk printed no rate:\n{out}")
+    return float(m.group(1))
+
+
+@contextmanager
+def capture(net: Net) -> Iterator[None]:
+    """tcpdump on ``net``'s interface writing every packet to /dev/null, once it says it is listening."""
+    proc = subprocess.Popen(["tcpdump", "-i", net.iface, "-n", "-w", "/dev/null"], stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        if "listening" not in line:
+            raise RuntimeError(f"tcpdump: {line}")
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(10)
