@@ -107,6 +107,8 @@ class _Loaded:
     links: list[int] = field(default_factory=list)
     progs: dict[str, int] = field(default_factory=dict)  # program name -> fd
     runs: list[int] = field(default_factory=list)  # fds of the raw_tp programs flush() runs
+    attach: list[int] = field(default_factory=list)  # libbpf programs that attach (links in `links`)
+    cgroup: bool = False  # they attach to the cgroup v2 root
 
 
 class Loader:
@@ -188,6 +190,21 @@ class Loader:
                 opts = TestRunOpts(sz=ctypes.sizeof(TestRunOpts))
                 check("test run flush", bpf.bpf_prog_test_run_opts(fd, ctypes.byref(opts)))
 
+    def detach(self) -> None:
+        """Detach every program, keeping objects, maps and counts; :meth:`attach` undoes it.  For
+        measuring what the attached programs cost against their absence in one process (bench)."""
+        bpf = lib()
+        for ld in self._loaded.values():
+            for link in ld.links:
+                bpf.bpf_link__destroy(link)
+            ld.links.clear()
+
+    def attach(self) -> None:
+        """Attach again what :meth:`detach` detached."""
+        for ld in self._loaded.values():
+            if not ld.links:
+                self._attach(ld)
+
     def close(self) -> None:
         """Detach every link and close every object; safe to call twice."""
         bpf = lib()
@@ -210,7 +227,7 @@ class Loader:
         opts = open_opts(self.opts.btf)
         obj = check_ptr(f"open {path}", bpf.bpf_object__open_file(str(path).encode(),
                                                                    ctypes.byref(opts) if opts else None))
-        ld = _Loaded(obj)
+        ld = _Loaded(obj, cgroup=feat.cgroup)
         try:
             self._configure(obj)
             try:
@@ -223,29 +240,34 @@ class Loader:
                 if name not in self._maps:
                     m = bpf.bpf_object__find_map_by_name(obj, name.encode())
                     self._maps[name] = os.dup(check(f"map {name} fd", bpf.bpf_map__fd(m)))
-            cg_fd = os.open(self.opts.cgroup_root, os.O_RDONLY | os.O_DIRECTORY) if feat.cgroup else -1
-            try:
-                prog = bpf.bpf_object__next_program(obj, None)
-                while prog:
-                    pname = bpf.bpf_program__name(prog).decode()
-                    fd = bpf.bpf_program__fd(prog)
-                    if bpf.bpf_program__section_name(prog) == b"raw_tp":
-                        ld.runs.append(fd)  # attached to nothing: flush() runs it
-                    elif feat.cgroup:
-                        ld.links.append(check_ptr(f"attach {pname}", bpf.bpf_program__attach_cgroup(prog, cg_fd)))
-                    else:
-                        ld.links.append(check_ptr(f"attach {pname}", bpf.bpf_program__attach(prog)))
-                    ld.progs[pname] = fd
-                    prog = bpf.bpf_object__next_program(obj, prog)
-            finally:
-                if cg_fd >= 0:
-                    os.close(cg_fd)
+            prog = bpf.bpf_object__next_program(obj, None)
+            while prog:
+                fd = bpf.bpf_program__fd(prog)
+                ld.progs[bpf.bpf_program__name(prog).decode()] = fd
+                if bpf.bpf_program__section_name(prog) == b"raw_tp":
+                    ld.runs.append(fd)  # attached to nothing: flush() runs it
+                else:
+                    ld.attach.append(prog)
+                prog = bpf.bpf_object__next_program(obj, prog)
+            self._attach(ld)
         except BaseException:
             for link in ld.links:
                 bpf.bpf_link__destroy(link)
             bpf.bpf_object__close(obj)
             raise
         return ld
+
+    def _attach(self, ld: _Loaded) -> None:
+        bpf = lib()
+        cg_fd = os.open(self.opts.cgroup_root, os.O_RDONLY | os.O_DIRECTORY) if ld.cgroup else -1
+        try:
+            for prog in ld.attach:
+                pname = bpf.bpf_program__name(prog).decode()
+                link = bpf.bpf_program__attach_cgroup(prog, cg_fd) if ld.cgroup else bpf.bpf_program__attach(prog)
+                ld.links.append(check_ptr(f"attach {pname}", link))
+        finally:
+            if cg_fd >= 0:
+                os.close(cg_fd)
 
     def _configure(self, obj: int) -> None:
         """Size and share the maps and write `cfg` into .rodata, before load."""
