@@ -5,7 +5,7 @@ BPF cost and the agent's CPU and RSS under each load shape) and bench.collector 
 1k/10k/100k edges), then writes ``bench/results/README.md`` (machine, kernel, date, tables) and
 ``bench/results/raw.json`` (every number behind them), then appends bench/changes.md (what was
 changed for each missed budget).  Root only; ~8 minutes on the 2-core VM.
-Usage:  python -m bench [--rounds 5] [--seconds 5] [--sizes 1000,10000,100000] [--out bench/results]
+Usage:  python -m bench [--pairs 15] [--seconds 2] [--sizes 1000,10000,100000] [--out bench/results]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from bench import collector, load, throughput
 BPF_NS = 300.0
 RATIO = {"persistent": 0.99, "churn": 0.97}
 HOT = 1000.0  # events/s from which a program counts as hot under a load shape
-NOISY = 0.05  # off req/s range over rounds (fraction of the median) above which the table warns
+NOISY = 0.05  # interquartile range of off req/s (fraction of the median) above which the table warns
 
 
 def machine() -> str:
@@ -51,12 +51,12 @@ def mark(ok: bool) -> str:
 def throughput_tables(res: dict[str, throughput.Shape]) -> tuple[str, list[tuple[str, str, bool]]]:
     out, verdicts = [], []
     out += ["| load | off req/s | agent req/s | tcpdump req/s | agent / off | tcpdump / off | agent overhead "
-            "| tcpdump overhead | agent / off per round | off range |",
+            "| tcpdump overhead | agent / off p25-p75 | off p25-p75 |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for shape, r in res.items():
-        med = {m: median(v) for m, v in r.rps.items()}
+        med = {m: median(r.rps[m]) for m in throughput.MODES}
         ra, rc = r.ratio("agent"), r.ratio("capture")
-        rounds = " ".join(f"{x:.3f}" for x in r.ratios("agent"))
+        rounds = "{:.3f}-{:.3f}".format(*r.spread("agent"))
         out.append(f"| {shape} | {med['off']:,.0f} | {med['agent']:,.0f} | {med['capture']:,.0f} | {ra:.3f} | "
                    f"{rc:.3f} | {100 * (1 - ra):.1f}% | {100 * (1 - rc):.1f}% | {rounds} | {100 * r.noise():.1f}% |")
         want = RATIO[shape.split("/")[0]]
@@ -65,9 +65,10 @@ def throughput_tables(res: dict[str, throughput.Shape]) -> tuple[str, list[tuple
                          f"{100 * (1 - rc):.1f}% / 5 = {20 * (1 - rc):.1f}%", (1 - ra) <= (1 - rc) / 5))
     noisy = [f"{shape} {100 * r.noise():.0f}%" for shape, r in res.items() if r.noise() > NOISY]
     if noisy:
-        out += ["", f"**Noisy machine**: agent-off req/s varied by {', '.join(noisy)} between rounds (more than "
-                f"{100 * NOISY:.0f}%); a ratio closer to its budget than that says little. Re-run on a quiet machine."]
-    out += ["", "Agent process under each load (median over rounds; CPU = on-CPU time of all its threads over "
+        out += ["", f"**Noisy machine**: agent-off req/s varied by {', '.join(noisy)} between windows "
+                f"(interquartile range above {100 * NOISY:.0f}%); a ratio closer to its budget than that says "
+                "little. Re-run on a quiet machine."]
+    out += ["", "Agent process under each load (one 5 s window; CPU = on-CPU time of all its threads over "
             "the wrk window, from schedstat):", "",
             "| load | agent CPU millicores | agent peak RSS MB |", "|---|---:|---:|"]
     for shape, r in res.items():
@@ -87,8 +88,8 @@ def throughput_tables(res: dict[str, throughput.Shape]) -> tuple[str, list[tuple
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--pairs", type=int, default=15)
+    ap.add_argument("--seconds", type=int, default=2)
     ap.add_argument("--sizes", default="1000,10000,100000")
     ap.add_argument("--k8s-sizes", default="10000")
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
@@ -96,8 +97,8 @@ def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("bench: run as root (BPF programs, tcpdump)")
     start = time.monotonic()
-    print(f"throughput: {a.rounds} rounds x {a.seconds} s per mode and shape", flush=True)
-    tp = throughput.measure(a.rounds, a.seconds)
+    print(f"throughput: {a.pairs} alternations of {a.seconds} s windows per load", flush=True)
+    tp = throughput.measure(a.pairs, a.seconds)
     print("collector: poll and /metrics", flush=True)
     rows = collector.measure([int(x) for x in a.sizes.split(",")], [int(x) for x in a.k8s_sizes.split(",") if x])
     tp_text, verdicts = throughput_tables(tp)
@@ -105,12 +106,13 @@ def main() -> None:
     summary = ["| budget (DESIGN.md section 6) | measured | verdict |", "|---|---:|---|"]
     summary += [f"| {b} | {got} | {mark(ok)} |" for b, got, ok in verdicts]
     if any(r.noise() > NOISY for r in tp.values()):
-        summary += ["", "**Noisy machine** (agent-off req/s range over rounds above "
+        summary += ["", "**Noisy machine** (interquartile range of agent-off req/s above "
                     f"{100 * NOISY:.0f}%, see the throughput table): the throughput verdicts are weak evidence."]
     text = (f"# flowlens cost\n\nWritten by `make bench` (`python -m bench`) in {time.monotonic() - start:.0f} s.\n\n"
             f"{machine()}\n## Budgets\n\n" + "\n".join(summary) +
             f"\n\n## Throughput: nginx + wrk, agent off / on / tcpdump\n\n{load.__doc__}\n{throughput.__doc__}\n"
-            f"{a.rounds} rounds of {a.seconds} s per mode; ratios are medians of per-round ratios.\n\n{tp_text}\n\n"
+            f"{a.pairs} triples of {a.seconds} s windows per load; ratios are medians of per-triple ratios."
+            f"\n\n{tp_text}\n\n"
             f"## Collector: one poll and one /metrics render\n\n{collector.__doc__}\n{collector.table(rows)}\n\n"
             + (Path(__file__).parent / "changes.md").read_text())
     a.out.mkdir(parents=True, exist_ok=True)

@@ -1,24 +1,29 @@
-"""Throughput overhead: nginx + wrk with the agent off, on, and packet capture on.
+"""Throughput overhead: nginx + wrk with the agent's programs off, on, and packet capture on.
 
-Each round runs three modes back to back on the same load (bench/load.py: two shapes, two networks):
+This VM's host is noisy: wrk's req/s moves by 10-40% between 5 s windows a minute apart, so five
+rounds of "start the agent, run wrk, stop it" could not tell 0.95 from 1.0.  So the ratio comes from
+short windows alternated many times (``--pairs``, 15 by default, of ``--seconds``, 2 by default), each
+triple back to back on the same load:
 
 - ``off``: nothing attached;
-- ``agent``: the agent from this checkout with its default settings (``bpf_stats`` measuring a tenth of
-  each poll interval), started before and stopped after the measured window;
+- ``agent``: the agent's programs attached.  They are loaded once per load by the agent's own loader
+  (agent.ebpf.loader, the agent's default settings) in this process and only attached for these
+  windows (:meth:`Loader.attach` / :meth:`Loader.detach`, a few milliseconds), the poll-time walk run
+  after each window; the agent's user space costs about one millicore (measured below) and is left out;
 - ``capture``: ``tcpdump -w /dev/null`` on the interface the traffic crosses, the traditional way to
   see the same traffic.
 
-The ratio of a mode is its requests/s over ``off`` in the same round, so drift of the machine cancels;
-the result is the median over rounds.  During each agent window the bench also reads the agent's CPU
-(on-CPU time of all its threads, /proc/<pid>/task/*/schedstat, in millicores), its peak RSS (VmHWM) and
-the per-program ``run_time_ns / run_cnt`` from its own ``flowlens_agent_bpf_*`` metrics (events/s over
+The ratio of a mode is its requests/s over ``off`` in the same triple, so drift cancels; the result is
+the median over triples.  Then the agent itself runs once per load (one 5 s window): its CPU (on-CPU
+time of all its threads, /proc/<pid>/task/*/schedstat, in millicores), its peak RSS (VmHWM) and the
+per-program ``run_time_ns / run_cnt`` from its own ``flowlens_agent_bpf_*`` metrics (events/s over
 ``flowlens_agent_bpf_sampled_seconds_total``, the time bpf_stats was on).  wrk's one thread is the
 bottleneck: it is on-CPU the whole window while the other core idles 10-25%, and the softirq work of
 both ends of a connection (handshake, close) runs on its CPU, so every nanosecond the kernel spends for
 us on that path shows up in the ratio.
 
-Experiments (root):  python -m bench.throughput [--nets loopback,pods] [--shapes churn] [--rounds 5]
-[--seconds 5] [--modes off,agent,again] [--settings '{"bpf_dir": "/tmp/variant"}']
+Experiments (root):  python -m bench.throughput [--nets loopback,pods] [--shapes churn] [--pairs 15]
+[--seconds 2] [--modes off,agent,again] [--settings '{"bpf_dir": "/tmp/variant"}']
 """
 
 from __future__ import annotations
@@ -27,11 +32,14 @@ import argparse
 import json
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from statistics import median
+from statistics import median, quantiles
 from typing import Any
 
+from agent.config import Settings
+from agent.ebpf.loader import Loader
+from agent.run import load_options
 from bench import load
 from bench.collector import rss_mb
 from tests.pods.agent import AgentProc, Sample
@@ -85,9 +93,14 @@ class Shape:
         return median(self.ratios(mode))
 
     def noise(self) -> float:
-        """Range of ``off`` req/s over rounds, as a fraction of their median: the machine's drift."""
-        off = self.rps["off"]
-        return (max(off) - min(off)) / median(off)
+        """Interquartile range of ``off`` req/s over windows, as a fraction of their median: the drift."""
+        q = quantiles(self.rps["off"], n=4)
+        return (q[2] - q[0]) / median(self.rps["off"])
+
+    def spread(self, mode: str) -> tuple[float, float]:
+        """First and third quartiles of the per-triple ratios of ``mode``."""
+        q = quantiles(self.ratios(mode), n=4)
+        return q[0], q[2]
 
     def ns_per_event(self, prog: str) -> float:
         runs = self.bpf[prog]
@@ -132,30 +145,45 @@ def agent_window(agent: AgentProc, net: load.Net, port: int, shape: str, seconds
     return rps
 
 
-def measure(rounds: int, seconds: int, nets: tuple[str, ...] = load.NETS, shapes: tuple[str, ...] = load.SHAPES,
+def measure(pairs: int, seconds: int, nets: tuple[str, ...] = load.NETS, shapes: tuple[str, ...] = load.SHAPES,
             modes: tuple[str, ...] = MODES, settings: dict[str, Any] | None = None,
             log: Any = print) -> dict[str, Shape]:
     """Results per load, keyed ``shape/net``; ``modes`` must start with ``off``."""
     load.need("nginx", "wrk", "tcpdump", "curl")
+    settings = settings or {}
     results: dict[str, Shape] = {}
-    for name in nets:
-        with tempfile.TemporaryDirectory(prefix="flowlens-bench-") as d, load.network(name) as net, \
-                load.nginx(net, Path(d)) as port:
-            for shape in shapes:
-                res = results[f"{shape}/{name}"] = Shape()
-                load.wrk(net, port, shape, 1)  # warm-up, not counted
-                for r in range(rounds):
-                    for mode in modes:
-                        res.rps[mode].append(one(net, port, shape, seconds, mode, res, settings or {}))
-                    log(f"  {shape}/{name} round {r + 1}/{rounds}: " +
-                        ", ".join(f"{m} {res.rps[m][-1]:,.0f}/s" for m in modes) +
-                        "".join(f", {m}/off {res.ratios(m)[-1]:.3f}" for m in modes[1:]))
+    # bpf_stats off here: it is global, and the agent window below measures with it as the agent does
+    ld = Loader(replace(load_options(Settings(**settings)), bpf_stats=False))
+    ld.load()
+    ld.detach()
+    try:
+        for name in nets:
+            with tempfile.TemporaryDirectory(prefix="flowlens-bench-") as d, load.network(name) as net, \
+                    load.nginx(net, Path(d)) as port:
+                for shape in shapes:
+                    res = results[f"{shape}/{name}"] = Shape()
+                    load.wrk(net, port, shape, 1)  # warm-up, not counted
+                    for _ in range(pairs):
+                        for mode in modes:
+                            res.rps[mode].append(window(ld, net, port, shape, seconds, mode))
+                    log(f"  {shape}/{name}: " + ", ".join(
+                        f"{m}/off {r:.3f}" for m in modes[1:] for r in [res.ratio(m)]))
+                    if "agent" in modes:
+                        run_agent(net, port, shape, 5, res, settings)
+    finally:
+        ld.close()
     return results
 
 
-def one(net: load.Net, port: int, shape: str, seconds: int, mode: str, res: Shape, settings: dict[str, Any]) -> float:
+def window(ld: Loader, net: load.Net, port: int, shape: str, seconds: int, mode: str) -> float:
+    """wrk's req/s over one window of ``mode``."""
     if mode == "agent":
-        return run_agent(net, port, shape, seconds, res, settings)
+        ld.attach()
+        try:
+            return load.wrk(net, port, shape, seconds)
+        finally:
+            ld.detach()
+            ld.flush()
     if mode == "capture":
         with load.capture(net):
             return load.wrk(net, port, shape, seconds)
@@ -167,19 +195,19 @@ def main() -> None:
     ap.add_argument("--nets", default=",".join(load.NETS))
     ap.add_argument("--shapes", default=",".join(load.SHAPES))
     ap.add_argument("--modes", default=",".join(MODES))
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--pairs", type=int, default=15)
+    ap.add_argument("--seconds", type=int, default=2)
     ap.add_argument("--settings", type=json.loads, default={}, help="agent settings (JSON) over its defaults")
     a = ap.parse_args()
     modes = tuple(a.modes.split(","))
     if modes[0] != "off":
         raise SystemExit("--modes: must start with off (ratios are over it)")
-    res = measure(a.rounds, a.seconds, tuple(a.nets.split(",")), tuple(a.shapes.split(",")), modes, a.settings)
+    res = measure(a.pairs, a.seconds, tuple(a.nets.split(",")), tuple(a.shapes.split(",")), modes, a.settings)
     for key, r in res.items():
         line = ", ".join(f"{m}/off {r.ratio(m):.3f} ({' '.join(f'{x:.3f}' for x in r.ratios(m))})" for m in modes[1:])
         bpf = ", ".join(f"{p} {r.ns_per_event(p):.0f} ns x {r.events_per_s(p):,.0f}/s" for p in sorted(r.bpf)
                         if r.events_per_s(p) >= 1000)
-        print(f"{key}: {line}; off range {100 * r.noise():.1f}%" + (f"; {bpf}" if bpf else ""))
+        print(f"{key}: {line}; off IQR {100 * r.noise():.1f}%" + (f"; {bpf}" if bpf else ""))
 
 
 if __name__ == "__main__":
