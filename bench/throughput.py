@@ -6,7 +6,7 @@ short windows alternated many times (``--pairs``, 15 by default, of ``--seconds`
 triple back to back on the same load:
 
 - ``off``: nothing attached;
-- ``agent``: the agent's programs attached.  They are loaded once per load by the agent's own loader
+- ``agent``: the agent's programs attached.  They are loaded once by the agent's own loader
   (agent.ebpf.loader, the agent's default settings) in this process and only attached for these
   windows (:meth:`Loader.attach` / :meth:`Loader.detach`, a few milliseconds), the poll-time walk run
   after each window; the agent's user space costs about one millicore (measured below) and is left out;

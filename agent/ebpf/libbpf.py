@@ -108,8 +108,6 @@ _SIGS: dict[str, tuple[Any, list[Any]]] = {
     "bpf_program__fd": (_I, [_P]),
     "bpf_program__attach": (_P, [_P]),
     "bpf_program__attach_cgroup": (_P, [_P, _I]),
-    "bpf_link__fd": (_I, [_P]),
-    "bpf_iter_create": (_I, [_I]),
     "bpf_prog_test_run_opts": (_I, [_I, _P]),
     "bpf_link__destroy": (_I, [_P]),
     "bpf_map_lookup_batch": (_I, [_I, _P, _P, _P, _P, ctypes.POINTER(_U32), _P]),
