@@ -4,7 +4,7 @@ Runs bench.throughput (nginx + wrk with the agent off / on / tcpdump, which also
 BPF cost and the agent's CPU and RSS under each load shape) and bench.collector (poll and /metrics at
 1k/10k/100k edges), then writes ``bench/results/README.md`` (machine, kernel, date, tables) and
 ``bench/results/raw.json`` (every number behind them), then appends bench/changes.md (what was
-changed for each missed budget).  Root only; ~8 minutes on the 2-core VM.
+changed for each missed budget).  Root only; ~7 minutes on the 2-core VM.
 Usage:  python -m bench [--pairs 15] [--seconds 2] [--sizes 1000,10000,100000] [--out bench/results]
 """
 

@@ -166,8 +166,7 @@ def measure(pairs: int, seconds: int, nets: tuple[str, ...] = load.NETS, shapes:
                     for _ in range(pairs):
                         for mode in modes:
                             res.rps[mode].append(window(ld, net, port, shape, seconds, mode))
-                    log(f"  {shape}/{name}: " + ", ".join(
-                        f"{m}/off {r:.3f}" for m in modes[1:] for r in [res.ratio(m)]))
+                    log(f"  {shape}/{name}: " + ", ".join(f"{m}/off {res.ratio(m):.3f}" for m in modes[1:]))
                     if "agent" in modes:
                         run_agent(net, port, shape, 5, res, settings)
     finally:

@@ -23,8 +23,9 @@
  *
  * No program runs per send or receive: tcp_sock already counts every byte,
  * so the connection's counters are read at CLOSE and, for live connections,
- * by flush_conns, a walk of `conns` that the agent runs before every poll.  A program on sock_send_length/sock_recv_length,
- * even an empty one, cost 2.4% of persistent-connection throughput here
+ * by flush_conns, a walk of `conns` that the agent runs before every poll.
+ * A program on sock_send_length/sock_recv_length, even an empty one, cost
+ * 2.4% of persistent-connection throughput here
  * (bench/results); this costs nothing between handshake and close.
  *
  * Runs in process context for the client and in softirq for the server side;

@@ -12,8 +12,7 @@ import pytest
 from agent.ebpf.loader import Loader, LoadOptions
 from agent.identity.cgroups import find_cgroup2_root
 from tests.conftest import need_root
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.pods.agent import ROOT
 
 
 @pytest.fixture
