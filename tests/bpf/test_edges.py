@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.pods.agent import AgentProc, Sample, one
-from tests.pods.net import Pods
+from tests.pods.net import Pods, wait_closed
 
 EDGE = {"src_workload": "client", "src_namespace": "test", "src_workload_kind": "cidr",
         "dst_workload": "server", "dst_namespace": "test", "dst_workload_kind": "cidr"}
@@ -25,14 +25,23 @@ def tcp_exact(pods: Pods, agent: AgentProc, host: str, port: int, n: int, req: i
                                "--response", str(resp))
     server.communicate(timeout=30)
     assert moved == {"sent": n * req, "recv": n * resp, "ok": n, "failed": 0, "reset": 0}
+    for pod in ("client", "server"):
+        wait_closed(port, pods[pod].ns)
     m = agent.settle()
     for reporter in ("client", "server"):
         lab = edge(port, "tcp", reporter)
-        assert one(m, "flowlens_edge_sent_bytes_total", **lab) == n * req
-        assert one(m, "flowlens_edge_received_bytes_total", **lab) == n * resp
-        assert one(m, "flowlens_edge_connections_total", result="success", **lab) == n
-        assert one(m, "flowlens_edge_active_connections", **lab) == 0
+        got = [one(m, f"flowlens_edge_{name}", **lab) for name in
+               ("sent_bytes_total", "received_bytes_total", "active_connections")]
+        got.append(one(m, "flowlens_edge_connections_total", result="success", **lab))
+        assert got == [n * req, n * resp, 0, n], (reporter, "sent/received/active/connections", got, health(m))
     return m
+
+
+def health(m: Sample) -> dict[str, float]:
+    """The agent's own loss and table counters, to say why an edge came out wrong."""
+    return {f"{name}{dict(lab)}": v for (name, lab), v in m.items()
+            if name.startswith(("flowlens_agent_lost", "flowlens_agent_map_entries", "flowlens_agent_polls",
+                                "flowlens_agent_kernel_events"))}
 
 
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])

@@ -11,7 +11,7 @@ import time
 from agent.ebpf import abi
 from tests.bpf.test_edges import edge
 from tests.pods.agent import AgentProc, Sample, find, one
-from tests.pods.net import Pods
+from tests.pods.net import Pods, wait_closed
 
 BOUNDS = abi.bucket_bounds_seconds()
 
@@ -66,6 +66,7 @@ def test_connect_delayed_by_dropped_first_syn(pods: Pods, agent: AgentProc) -> N
     finally:
         pods["server"].sh("nft", "delete", "table", "ip", "flsyn")
     assert moved["ok"] == 1
+    wait_closed(8114, pods["client"].ns)
     m = agent.settle()
     lab = edge(8114, "tcp", "client")
     assert one(m, "flowlens_edge_connect_duration_seconds_count", **lab) == 1
@@ -94,6 +95,7 @@ def test_retransmits_match_kernel_counter(pods: Pods, agent: AgentProc) -> None:
     finally:
         pods["server"].sh("nft", "delete", "table", "inet", "flloss")
     kernel = pods["client"].nstat("TcpRetransSegs") - before
+    wait_closed(8116, pods["client"].ns)
     m = agent.settle()
     ours = one(m, "flowlens_edge_retransmits_total", **edge(8116, "tcp", "client"))
     assert kernel > 10, "the loss rule caused too few retransmits to compare"
@@ -155,6 +157,8 @@ def test_live_connection_rtt_agrees_with_ss_and_bytes_flow_before_close(pods: Po
         server.communicate(timeout=30)
     sent = json.loads(out.strip().splitlines()[-1])["sent"]
     assert live < sent  # the ping-pong went on after that read
+    for pod in ("client", "server"):
+        wait_closed(8120, pods[pod].ns)
     m = agent.settle()
     for reporter in ("client", "server"):  # directions are the client's, whoever reports
         assert one(m, "flowlens_edge_sent_bytes_total", **edge(8120, "tcp", reporter)) == sent

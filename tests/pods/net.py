@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from agent.identity.cgroups import find_cgroup2_root
@@ -26,6 +27,24 @@ def sh(*args: str, check: bool = True, ns: str | None = None) -> str:
     if check and res.returncode:
         raise RuntimeError(f"{' '.join(cmd)}: {res.stderr.strip()}")
     return res.stdout
+
+
+def open_sockets(port: int, ns: str | None = None) -> list[str]:
+    """TCP sockets with `port` at either end that the kernel has not closed yet: every state but LISTEN
+    and TIME-WAIT (what is left of a connection once its full socket went to CLOSE)."""
+    return sh("ss", "-Htan", "exclude", "time-wait", "exclude", "listening",
+              f"( sport = :{port} or dport = :{port} )", ns=ns).splitlines()
+
+
+def wait_closed(port: int, ns: str | None = None, timeout: float = 20) -> None:
+    """Until every connection on `port` reached CLOSE, so the programs ran each CLOSE.  A process's exit
+    does not mean that: its last FIN and the peer's ACK are still to be processed, and on a loaded host
+    that took longer than the agent's two polls after the traffic."""
+    deadline = time.monotonic() + timeout
+    while left := open_sockets(port, ns):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(left)} sockets on port {port} not closed after {timeout} s: {left[:3]}")
+        time.sleep(0.02)
 
 
 class Pod:
