@@ -264,15 +264,15 @@ static __always_inline struct fl_conn *conn_slot(__u64 cookie, __u32 i)
 	return bpf_map_lookup_elem(&conns, &idx);
 }
 
-/* The slot socket `cookie` holds; NULL if it never had one (it predates the
- * agent, or `conns` was full) or is past its CLOSE. */
+/* The slot socket `cookie` holds, OPEN or held by the walk; NULL if it never
+ * had one (it predates the agent, or `conns` was full) or is past its CLOSE. */
 static __always_inline struct fl_conn *conn_find(__u64 cookie)
 {
 	struct fl_conn *c;
 
 	for (__u32 i = 0; i < CONN_PROBES; i++) {
 		c = conn_slot(cookie, i);
-		if (c && c->cookie == cookie && c->state == FL_SLOT_OPEN)
+		if (c && c->cookie == cookie && (c->state == FL_SLOT_OPEN || c->state == FL_SLOT_WALK))
 			return c;
 	}
 	return NULL;

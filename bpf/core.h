@@ -69,22 +69,8 @@ struct tcp_sock {
 	__u64 bytes_sent;         /* payload transmitted, retransmits included */
 	__u64 bytes_retrans;      /* payload retransmitted */
 	__u64 bytes_received;     /* rcv_nxt advance: payload, plus 1 for a FIN */
-};
-
-/* Context of an iter/bpf_map_elem program (kernel: struct bpf_iter__bpf_map_elem). */
-struct bpf_iter_meta {
-	void *seq;
-	__u64 session_id;
-	__u64 seq_num;
-};
-
-struct bpf_map;
-
-struct bpf_iter__bpf_map_elem {
-	struct bpf_iter_meta *meta;
-	struct bpf_map *map;
-	void *key;
-	void *value;
+	__u64 bytes_acked;        /* snd_una advance: payload, plus 1 for our FIN
+				   * and, on the connecting side, 1 for our SYN */
 };
 
 #pragma clang attribute pop

@@ -108,6 +108,9 @@ struct fl_config {
 #define FL_SLOT_BUSY 1     /* claimed, being written */
 #define FL_SLOT_OPEN 2     /* a live connection: flushed by the poll-time walk,
 			    * flushed and freed by its CLOSE */
+#define FL_SLOT_WALK 3     /* OPEN, being flushed by the walk: its CLOSE still
+			    * flushes it but leaves the freeing to the walk */
+#define FL_SLOT_CLOSED 4   /* closed while the walk held it: the walk frees it */
 
 /*
  * Per-TCP-connection state: a slot of the ARRAY `conns`, found from the

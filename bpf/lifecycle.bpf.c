@@ -82,29 +82,68 @@ static __always_inline void count_handshake(struct fl_edge_val *v, __u64 hs)
 	}
 }
 
+/* A connection's counters as one flush adds them (payload bytes, segments). */
+struct counters {
+	__u64 sent, recv, retrans, srtt_us;
+};
+
 /*
- * Add what `tp` moved since the last flush of `c`.  Payload sent is
- * bytes_sent minus bytes_retrans (bytes_sent counts every transmission).
- * bytes_received counts the FIN's sequence number too.  Reads are plain
- * loads: from the walk they race with the socket's owner, and a read
- * between the two words of a retransmit or a FIN can be early by one
- * segment or one byte; the swap keeps the edge monotonic and CLOSE, which
- * runs under the socket lock, reads the final values.
+ * The final counters, at CLOSE, which runs under the socket lock.  Payload
+ * sent is bytes_sent minus bytes_retrans (bytes_sent counts every
+ * transmission); bytes_received counts the FIN's sequence number too.
  */
-static __always_inline void flush(struct fl_conn *c, const struct tcp_sock *tp, int closing)
+static __always_inline void final_counters(const struct tcp_sock *tp, struct counters *n)
+{
+	n->sent = tp->bytes_sent - tp->bytes_retrans;
+	n->recv = tp->bytes_received;
+	if (n->recv && (tp->inet_conn.icsk_inet.sk.__sk_common.skc_flags & (1UL << SOCK_DONE)))
+		n->recv -= 1;
+	n->retrans = tp->total_retrans;
+	n->srtt_us = tp->srtt_us >> 3;
+}
+
+/*
+ * Lower bounds of the counters, for the walk, which reads a live socket
+ * without its lock.  Every flush adds only growth over what it swapped out,
+ * so a value read too high would stay counted; one read too low is made
+ * up by the next flush, at the latest CLOSE's final one.  Two races give a
+ * high read, both seen by a test that walks in a tight loop:
+ * - bytes_received takes the FIN's 1 before tcp_fin() sets SOCK_DONE, so
+ *   the walk counts one byte less than bytes_received, FIN or not;
+ * - a retransmit adds to bytes_sent before bytes_retrans (the whole
+ *   transmit lies between), so the walk also caps sent at bytes_acked less
+ *   the SYN: the segment being sent again is not acked yet, and once our
+ *   FIN is acked nothing is in flight and sent is exact.
+ * Both bounds only grow, so successive walks never swap in a lower value.
+ */
+static __always_inline void live_counters(const struct tcp_sock *tp, __u8 role, struct counters *n)
+{
+	__u64 acked = tp->bytes_acked, syn = role == FL_ROLE_CLIENT;
+
+	n->sent = tp->bytes_sent - tp->bytes_retrans;
+	acked = acked > syn ? acked - syn : 0;
+	if (n->sent > acked)
+		n->sent = acked;
+	n->recv = tp->bytes_received;
+	if (n->recv)
+		n->recv -= 1;
+	n->retrans = tp->total_retrans;
+	n->srtt_us = tp->srtt_us >> 3;
+}
+
+/*
+ * Add what `n` grew since the last flush of `c` to its edge.  The CLOSE and
+ * a walk may flush one connection at once: the swaps give every byte, the
+ * handshake and the gauge to exactly one of them.
+ */
+static __always_inline void flush(struct fl_conn *c, const struct counters *n, int closing)
 {
 	struct fl_edge_val *v;
-	__u64 sent, recv, us, hs;
+	__u64 hs;
 
-	sent = tp->bytes_sent - tp->bytes_retrans;
-	recv = tp->bytes_received;
-	if (recv && (tp->inet_conn.icsk_inet.sk.__sk_common.skc_flags & (1UL << SOCK_DONE)))
-		recv -= 1;
 	v = edge_val(&c->edge);
 	if (!v)
 		return;
-	/* The swap makes the CLOSE and a walk running at once count the
-	 * handshake and the gauge exactly once between them. */
 	hs = __sync_lock_test_and_set(&c->handshake, 0);
 	if (hs)
 		count_handshake(v, hs);
@@ -114,13 +153,12 @@ static __always_inline void flush(struct fl_conn *c, const struct tcp_sock *tp, 
 	} else if (__sync_val_compare_and_swap(&c->live, FL_LIVE_NEW, FL_LIVE_COUNTED) == FL_LIVE_NEW) {
 		__sync_fetch_and_add(&v->active, 1);
 	}
-	advance(&c->sent, sent, &v->sent_bytes);
-	advance(&c->recv, recv, &v->recv_bytes);
-	advance(&c->retrans, tp->total_retrans, &v->retrans);
-	us = tp->srtt_us >> 3;
-	if (us) { /* 0: no RTT sample yet */
-		__sync_fetch_and_add(&v->rtt_sum_us, us);
-		hist_add(v->rtt_hist, us);
+	advance(&c->sent, n->sent, &v->sent_bytes);
+	advance(&c->recv, n->recv, &v->recv_bytes);
+	advance(&c->retrans, n->retrans, &v->retrans);
+	if (n->srtt_us) { /* 0: no RTT sample yet */
+		__sync_fetch_and_add(&v->rtt_sum_us, n->srtt_us);
+		hist_add(v->rtt_hist, n->srtt_us);
 	}
 }
 
@@ -211,18 +249,33 @@ static __always_inline void established(struct sock *sk, __u8 role)
 		count_handshake(v, hs);
 }
 
-/* Connection over: the last flush, then the slot is free again. */
+/*
+ * Connection over: the last flush, then the slot is free again - unless
+ * the walk holds it (FL_SLOT_WALK), which then frees it when done, so a
+ * slot is never claimed by another connection under the walk's feet.
+ * Each retry means the walk took and gave back the slot between our two
+ * compare-and-swaps; it visits a slot once per poll, so one retry is
+ * already unlikely and the bound is for the verifier.  Should all fail,
+ * the next walk finds the socket gone and frees the slot.
+ */
 static __always_inline void closed(struct sock *sk)
 {
 	struct fl_conn *c = conn_find(bpf_get_socket_cookie(sk));
+	struct counters n;
 	struct tcp_sock *tp;
 
 	if (!c)
 		return; /* established before we started, or conns was full */
 	tp = bpf_skc_to_tcp_sock(sk);
-	if (tp)
-		flush(c, tp, 1);
-	__sync_lock_test_and_set(&c->state, FL_SLOT_FREE);
+	if (tp) {
+		final_counters(tp, &n);
+		flush(c, &n, 1);
+	}
+	for (int i = 0; i < 4; i++) {
+		if (__sync_val_compare_and_swap(&c->state, FL_SLOT_OPEN, FL_SLOT_FREE) == FL_SLOT_OPEN ||
+		    __sync_val_compare_and_swap(&c->state, FL_SLOT_WALK, FL_SLOT_CLOSED) == FL_SLOT_WALK)
+			return;
+	}
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -264,29 +317,53 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 }
 
 /*
- * Poll-time walk of the live connections.  An OPEN slot holds its socket's
- * address; the slot is freed at CLOSE, before the socket can be freed, and
- * TCP sockets are SLAB_TYPESAFE_BY_RCU, so under RCU the address is a
- * tcp_sock - but possibly a new one if the connection closed since the state
- * was read.  The cookie check tells the two apart; bpf_rdonly_cast makes
- * every read a fault-safe load.  Left open: the slot freed and claimed again
- * by another connection while this flushes it.  A freed slot is next claimed
- * by a cookie a whole table later (65536 connects at the default size) or by
- * a probe of a collision, so this is not seen in practice.
+ * Poll-time walk of the live connections.  The walk takes an OPEN slot
+ * (FL_SLOT_WALK) so that, while it reads it, the slot cannot be freed and
+ * claimed by another connection: it was once possible for a slot to be
+ * freed and claimed again between the walk's read of its state and its
+ * flush, which then counted the newcomer in the gauge of the old
+ * connection's edge, for good.  The slot holds its socket's address; the
+ * socket cannot be freed before its CLOSE has run, and TCP sockets are
+ * SLAB_TYPESAFE_BY_RCU, so under RCU the address is a tcp_sock - but
+ * possibly a new one if the connection closed since.  Its cookie, read
+ * after the counters, tells: a reused socket has a new or zero cookie
+ * (sk_alloc zeroes it, sk_clone_lock resets it), and x86 does not reorder
+ * loads, so counters read before a matching cookie are the owner's.
+ * bpf_rdonly_cast makes every read a fault-safe load.  A cookie that does
+ * not match means the owner is gone: if its CLOSE ran meanwhile it left the
+ * slot CLOSED to us; if it was never seen (the programs were detached) the
+ * slot is stale.  Either way the walk frees it, counts the handshake and
+ * takes it out of the gauge if no flush did (no-ops when the CLOSE ran);
+ * a stale connection's last bytes are lost with its socket.
  */
 static long flush_slot(__u64 i, void *unused)
 {
 	__u32 idx = i;
 	const struct tcp_sock *tp;
+	struct fl_edge_val *v;
+	struct counters n;
 	struct fl_conn *c;
+	__u64 hs;
 
 	c = bpf_map_lookup_elem(&conns, &idx);
-	if (!c || c->state != FL_SLOT_OPEN)
+	if (!c || c->state != FL_SLOT_OPEN || /* plain read first: most slots are free */
+	    __sync_val_compare_and_swap(&c->state, FL_SLOT_OPEN, FL_SLOT_WALK) != FL_SLOT_OPEN)
 		return 0;
 	tp = bpf_rdonly_cast((void *)c->sk, bpf_core_type_id_kernel(struct tcp_sock));
-	if (tp->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter != c->cookie)
-		return 0;
-	flush(c, tp, 0);
+	live_counters(tp, c->edge.role, &n);
+	barrier();
+	if (tp->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter == c->cookie) {
+		flush(c, &n, 0);
+		if (__sync_val_compare_and_swap(&c->state, FL_SLOT_WALK, FL_SLOT_OPEN) == FL_SLOT_WALK)
+			return 0;
+	} else if ((v = edge_val(&c->edge))) {
+		hs = __sync_lock_test_and_set(&c->handshake, 0);
+		if (hs)
+			count_handshake(v, hs);
+		if (__sync_lock_test_and_set(&c->live, FL_LIVE_CLOSED) == FL_LIVE_COUNTED)
+			__sync_fetch_and_sub(&v->active, 1);
+	}
+	__sync_lock_test_and_set(&c->state, FL_SLOT_FREE); /* CLOSED, or stale */
 	return 0;
 }
 
