@@ -330,20 +330,21 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
  * (sk_alloc zeroes it, sk_clone_lock resets it), and x86 does not reorder
  * loads, so counters read before a matching cookie are the owner's.
  * bpf_rdonly_cast makes every read a fault-safe load.  A cookie that does
- * not match means the owner is gone: if its CLOSE ran meanwhile it left the
- * slot CLOSED to us; if it was never seen (the programs were detached) the
- * slot is stale.  Either way the walk frees it, counts the handshake and
- * takes it out of the gauge if no flush did (no-ops when the CLOSE ran);
- * a stale connection's last bytes are lost with its socket.
+ * not match means the owner is gone and its memory reused: if its CLOSE ran
+ * meanwhile it left the slot CLOSED to us; if it was never seen (the
+ * programs were detached, as the bench does) the slot is stale.  Either
+ * way the walk gives it a last flush without new counters (it counts the
+ * handshake and takes it out of the gauge if no flush did: no-ops when the
+ * CLOSE ran) and frees it.  A stale slot whose socket memory is not reused
+ * yet still matches: the walk keeps reading the freed socket's final
+ * counters, which adds nothing new, until the memory is reused.
  */
 static long flush_slot(__u64 i, void *unused)
 {
 	__u32 idx = i;
 	const struct tcp_sock *tp;
-	struct fl_edge_val *v;
 	struct counters n;
 	struct fl_conn *c;
-	__u64 hs;
 
 	c = bpf_map_lookup_elem(&conns, &idx);
 	if (!c || c->state != FL_SLOT_OPEN || /* plain read first: most slots are free */
@@ -356,12 +357,10 @@ static long flush_slot(__u64 i, void *unused)
 		flush(c, &n, 0);
 		if (__sync_val_compare_and_swap(&c->state, FL_SLOT_WALK, FL_SLOT_OPEN) == FL_SLOT_WALK)
 			return 0;
-	} else if ((v = edge_val(&c->edge))) {
-		hs = __sync_lock_test_and_set(&c->handshake, 0);
-		if (hs)
-			count_handshake(v, hs);
-		if (__sync_lock_test_and_set(&c->live, FL_LIVE_CLOSED) == FL_LIVE_COUNTED)
-			__sync_fetch_and_sub(&v->active, 1);
+	} else {
+		/* a last flush that adds no bytes and no RTT sample */
+		n = (struct counters){ .sent = c->sent, .recv = c->recv, .retrans = c->retrans };
+		flush(c, &n, 1);
 	}
 	__sync_lock_test_and_set(&c->state, FL_SLOT_FREE); /* CLOSED, or stale */
 	return 0;

@@ -73,14 +73,22 @@ def test_walk_in_a_tight_loop_leaves_every_edge_exact(loader: Loader) -> None:
     assert walks[0] > 1000, "the walk did not run often enough to meet the connections"
     for p in PORTS:
         wait_closed(p)
+    got = edge_rows(loader, PORTS)
+    for p in PORTS:
+        for role, sent, recv in ((abi.ROLE_CLIENT, REQ, RESP), (abi.ROLE_SERVER, RESP, REQ)):
+            assert got[(p, role)] == [N * sent, N * recv, N, 0], (p, role, "sent/recv/connections/active")
+    stats = EdgeMaps(loader.map_fd("edges"), loader.map_fd("stats"), 0, os.cpu_count() or 1).stats()
+    assert stats == [0] * abi.STATS_SLOTS, dict(zip(abi.STATS, stats))
+
+
+def edge_rows(loader: Loader, ports: tuple[int, ...]) -> dict[tuple[int, int], list[int]]:
+    """Run the walk, then read `edges`: (port, role) -> [sent, received, successful connects, active]."""
     maps = EdgeMaps(loader.map_fd("edges"), loader.map_fd("stats"), 16384, os.cpu_count() or 1,
                     flush=loader.flush)
     keys, vals = maps.read()
-    got = {(int(k["port"]), int(k["role"])): v for k, v in zip(keys, vals) if int(k["port"]) in PORTS}
-    for p in PORTS:
-        for role, sent, recv in ((abi.ROLE_CLIENT, REQ, RESP), (abi.ROLE_SERVER, RESP, REQ)):
-            v = got[(p, role)]
+    out = {}
+    for k, v in zip(keys, vals):
+        if int(k["port"]) in ports:
             row = [int(v[w]) for w in (abi.W_SENT, abi.W_RECV, abi.W_CONNS + abi.RESULTS.index("success"))]
-            row.append(int(v[abi.W_ACTIVE:abi.W_ACTIVE + 1].view(np.int64)[0]))
-            assert row == [N * sent, N * recv, N, 0], (p, role, "sent/recv/connections/active", row)
-    assert maps.stats() == [0] * abi.STATS_SLOTS, dict(zip(abi.STATS, maps.stats()))
+            out[(int(k["port"]), int(k["role"]))] = row + [int(v[abi.W_ACTIVE:abi.W_ACTIVE + 1].view(np.int64)[0])]
+    return out
