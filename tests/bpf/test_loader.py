@@ -4,25 +4,18 @@ kernel's own run counter says so, and attaching again brings it back with its ma
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from agent.ebpf.loader import Loader, LoadOptions
-from agent.identity.cgroups import find_cgroup2_root
-from tests.conftest import need_root
-from tests.pods.agent import ROOT
+from agent.ebpf.loader import Loader
 
 
 @pytest.fixture
-def loader() -> Iterator[Loader]:
-    need_root()
-    ld = Loader(LoadOptions(bpf_dir=ROOT / "build", cgroup_root=find_cgroup2_root(Path("/proc"))))
-    ld.load()
+def loader(load_here: Callable[..., Loader]) -> Loader:
+    ld = load_here()
     assert ld.sample_stats(True)
-    yield ld
-    ld.close()
+    return ld
 
 
 def connects(n: int) -> None:

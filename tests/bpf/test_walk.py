@@ -13,18 +13,14 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
 from agent.ebpf import abi
-from agent.ebpf.loader import Loader, LoadOptions
+from agent.ebpf.loader import Loader
 from agent.ebpf.maps import EdgeMaps
-from agent.identity.cgroups import find_cgroup2_root
-from tests.conftest import need_root
-from tests.pods.agent import ROOT
 from tests.pods.net import TRAFFIC, wait_closed
 
 PORTS = (8140, 8141)
@@ -32,13 +28,8 @@ N, REQ, RESP = 1500, 7, 11
 
 
 @pytest.fixture
-def loader() -> Iterator[Loader]:
-    need_root()
-    ld = Loader(LoadOptions(bpf_dir=ROOT / "build", cgroup_root=find_cgroup2_root(Path("/proc")),
-                            conn_map_size=128, bpf_stats=False))
-    ld.load()
-    yield ld
-    ld.close()
+def loader(load_here: Callable[..., Loader]) -> Loader:
+    return load_here(conn_map_size=128, bpf_stats=False)
 
 
 def churn(port: int) -> tuple[subprocess.Popen[str], subprocess.Popen[str]]:
