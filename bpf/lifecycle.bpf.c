@@ -256,7 +256,8 @@ static __always_inline void established(struct sock *sk, __u8 role)
  * Each retry means the walk took and gave back the slot between our two
  * compare-and-swaps; it visits a slot once per poll, so one retry is
  * already unlikely and the bound is for the verifier.  Should all fail,
- * the next walk finds the socket gone and frees the slot.
+ * the slot stays OPEN with its gauge already given back, and a later walk
+ * frees it once the socket's memory is reused (flush_slot).
  */
 static __always_inline void closed(struct sock *sk)
 {
