@@ -7,6 +7,7 @@ Every loop is bounded by a count and by socket timeouts.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import socket
 import struct
@@ -25,6 +26,16 @@ def recv_exact(s: socket.socket, n: int) -> int:
             break
         got += len(chunk)
     return got
+
+
+def was_reset(s: socket.socket, e: OSError) -> bool:
+    """True when the peer's RST ended the connection.  The call that meets the RST says so as ECONNRESET;
+    a call made after it had already arrived (socket in CLOSE) fails with ENOTCONN or EPIPE instead, and
+    the RST's ECONNRESET is then still pending in SO_ERROR."""
+    if e.errno == errno.ECONNRESET:
+        return True
+    pending = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    return e.errno in (errno.ENOTCONN, errno.EPIPE) and pending == errno.ECONNRESET
 
 
 def serve_tcp(a: argparse.Namespace) -> dict[str, int]:
@@ -74,7 +85,9 @@ def client_tcp(a: argparse.Namespace) -> dict[str, int]:
                     time.sleep(0.05)
             s.shutdown(socket.SHUT_WR)
             moved["recv"] += recv_exact(s, a.response)
-        except ConnectionResetError:
+        except OSError as e:
+            if not was_reset(s, e):
+                raise
             moved["reset"] += 1
         s.close()
     return moved
