@@ -64,7 +64,12 @@ struct inet_connection_sock {
 
 struct tcp_sock {
 	struct inet_connection_sock inet_conn;
+	__u8 tcp_usec_ts:1;       /* TCP timestamps in us, not ms (6.7+) */
 	__u32 srtt_us;            /* smoothed RTT << 3, microseconds */
+	__u64 tcp_mstamp;         /* TCP clock (us) when the packet being
+				   * processed arrived: the SYN-ACK's at ESTABLISHED */
+	__u32 retrans_stamp;      /* client in SYN_SENT: first SYN sent, in TCP
+				   * timestamp units (ms, or us with tcp_usec_ts) */
 	__u32 total_retrans;      /* segments retransmitted, whole life */
 	__u64 bytes_sent;         /* payload transmitted, retransmits included */
 	__u64 bytes_retrans;      /* payload retransmitted */

@@ -44,8 +44,8 @@ enum fl_stat {
 	FL_STAT_UDP_NOPEER = 3,    /* unconnected UDP call with unknown peer */
 	FL_STAT_CONN_FULL = 4,     /* no free `conns` slot: the connect is counted,
 				    * its bytes, RTT and retransmits are not */
-	FL_STAT_CONNECT_UNTIMED = 5, /* connect counted without its duration: its
-				      * SYN-time slot went to another connect */
+	FL_STAT_CONNECT_UNTIMED = 5, /* connect counted without its duration: no
+				      * RTT sample and no first-SYN time */
 	FL_STATS = 8,
 };
 
@@ -95,7 +95,7 @@ struct fl_config {
 
 /* fl_conn.handshake once the handshake is done, until a flush counts it */
 #define FL_HANDSHAKE_UNTIMED 1 /* connected, duration unknown (server side, or
-				* SYN time unknown) */
+				* no RTT sample) */
 #define FL_HANDSHAKE_TIMED 2   /* + the connect duration in us */
 
 /* fl_conn.live: whether the edge's `active` gauge holds this connection */

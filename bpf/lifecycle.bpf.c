@@ -3,9 +3,10 @@
  * lifecycle.bpf.c - TCP connections from sock:inet_sock_set_state, and their
  * bytes, retransmits and RTT from the socket's own counters.
  *
- *   CLOSE       -> SYN_SENT     client starts a connect: time into `syns`
+ *   CLOSE       -> SYN_SENT     client starts a connect: nothing to do
  *   SYN_SENT    -> ESTABLISHED  connect success: claim a `conns` slot, write
- *                               the edge key and the duration into it
+ *                               the edge key and the connect duration (the
+ *                               socket's own SYN-ACK RTT sample) into it
  *   SYN_RECV    -> ESTABLISHED  accepted connection: claim a slot (server)
  *   SYN_SENT    -> CLOSE        failed connect, reason from sk->sk_err
  *   *           -> CLOSE        last flush, slot freed
@@ -33,6 +34,8 @@
  */
 #include "common.h"
 
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_SENT 2
 #define TCP_SYN_RECV 3
@@ -43,8 +46,6 @@
 #define ECONNRESET 104
 #define ETIMEDOUT 110
 #define ECONNREFUSED 111
-
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 
 static __always_inline __u32 failure(int err)
 {
@@ -163,53 +164,74 @@ static __always_inline void flush(struct fl_conn *c, const struct counters *n, i
 }
 
 /*
- * SYN time of the connects in flight, one word per slot, direct-mapped by
- * socket cookie (the verifier allows no arithmetic on the socket pointer;
- * cookies come from a per-CPU sequence, so slots spread evenly): the
- * cookie's next 24 bits as a tag over the start in microseconds (40 bits:
- * 12 days).  An array lookup compiles to an address computation, with no
- * hashing, lock or allocation: an insert into the old `conns` hash at
- * SYN_SENT and its lookup at ESTABLISHED cost ~1.5% of churn throughput
- * here (bench/changes.md).
- * Two connects in flight on one slot: the later one keeps it and the
- * earlier is counted without a duration (FL_STAT_CONNECT_UNTIMED).  One
- * 64-bit store writes a whole slot, so a reader never pairs a tag with
- * another connect's time.  No slot is ever cleared: a socket's SYN_SENT
- * overwrites its slot before its ESTABLISHED reads it.
+ * First-SYN time of the connects whose SYN was retransmitted, one word per
+ * slot, direct-mapped by socket cookie (cookies come from a per-CPU
+ * sequence, so slots spread evenly): the cookie's next 32 bits as a tag over
+ * retrans_stamp, the first SYN's time on the TCP clock that tcp_connect()
+ * set (ms; us with tcp_usec_ts).  Written by tcp_retransmit_skb below, only
+ * for SYNs, read at ESTABLISHED: tcp_ack() zeroes retrans_stamp once the
+ * SYN is acked, before ESTABLISHED.  One 64-bit store writes a whole slot,
+ * so a reader never pairs a tag with another connect's time; two such
+ * connects in flight on one slot: the earlier is counted without a duration
+ * (FL_STAT_CONNECT_UNTIMED).
  */
-#define SYN_SLOTS_SHIFT 13
-#define SYN_TAG_BITS 24
-#define SYN_TIME_BITS 40
-#define SYN_TIME_MASK ((1ULL << SYN_TIME_BITS) - 1)
+#define SYN_SLOTS_SHIFT 10
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1 << SYN_SLOTS_SHIFT);
 	__type(key, __u32);
 	__type(value, __u64);
-} syns SEC(".maps");
+} syn_retrans SEC(".maps");
 
-/* Slot of a socket: low bits of its cookie index, the next ones tag. */
+/* Slot of a socket: low bits of its cookie index, the next 32 tag. */
 static __always_inline __u64 *syn_slot(__u64 cookie, __u64 *tag)
 {
 	__u32 idx = cookie & ((1U << SYN_SLOTS_SHIFT) - 1);
 
-	*tag = (cookie >> SYN_SLOTS_SHIFT) & ((1ULL << SYN_TAG_BITS) - 1);
-	return bpf_map_lookup_elem(&syns, &idx);
+	*tag = (__u32)(cookie >> SYN_SLOTS_SHIFT);
+	return bpf_map_lookup_elem(&syn_retrans, &idx);
 }
 
-/* FL_HANDSHAKE_TIMED + the connect duration in us, or UNTIMED when the slot
- * went to another connect or the SYN predates the agent. */
-static __always_inline __u64 handshake(__u64 cookie)
+/* Microseconds since the first SYN, by the TCP clock of the packet being
+ * processed; 0 if its time was not kept. */
+static __always_inline __u64 since_first_syn(const struct tcp_sock *tp, __u64 cookie)
 {
 	__u64 tag, w, *slot = syn_slot(cookie, &tag);
+	__u64 now = tp->tcp_mstamp;
+	__u32 start;
 
 	w = slot ? *slot : 0;
-	if (!w || w >> SYN_TIME_BITS != tag) {
+	if (!w || w >> 32 != tag)
+		return 0;
+	start = (__u32)w;
+	/* usec TCP timestamps (a route feature, 6.7+): the stamp is in us */
+	if (bpf_core_field_exists(tp->tcp_usec_ts) && BPF_CORE_READ_BITFIELD(tp, tcp_usec_ts))
+		return (__u32)((__u32)now - start);
+	return (__u64)((__u32)(now / 1000) - start) * 1000;
+}
+
+/*
+ * FL_HANDSHAKE_TIMED + the connect duration in us, at SYN_SENT ->
+ * ESTABLISHED, from the socket.  tcp_rcv_synsent_state_process() runs
+ * tcp_ack() on the SYN-ACK before tcp_finish_connect() sets ESTABLISHED, so
+ * the first RTT sample is in: srtt_us = 8 x (SYN-ACK arrival - SYN sent).
+ * A retransmitted SYN gives no RTT sample (Karn), or one from the last SYN
+ * (TCP timestamps), so then the first SYN's time comes from `syn_retrans`.
+ * The first versions kept every SYN's time in an array at CLOSE -> SYN_SENT:
+ * a clock read, a socket cookie and a store per connect, ~0.2 us per churn
+ * request (bench/changes.md item 10).
+ */
+static __always_inline __u64 handshake(const struct tcp_sock *tp, __u64 cookie)
+{
+	/* before ESTABLISHED, the only segments retransmitted are SYNs */
+	__u64 us = tp->total_retrans ? since_first_syn(tp, cookie) : tp->srtt_us >> 3;
+
+	if (!us) {
 		stat_inc(FL_STAT_CONNECT_UNTIMED);
 		return FL_HANDSHAKE_UNTIMED;
 	}
-	return FL_HANDSHAKE_TIMED + ((bpf_ktime_get_ns() / 1000 - w) & SYN_TIME_MASK);
+	return FL_HANDSHAKE_TIMED + us;
 }
 
 /*
@@ -221,8 +243,9 @@ static __always_inline __u64 handshake(__u64 cookie)
  */
 static __always_inline void established(struct sock *sk, __u8 role)
 {
+	const struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
 	__u64 cookie = bpf_get_socket_cookie(sk);
-	__u64 hs = role == FL_ROLE_CLIENT ? handshake(cookie) : FL_HANDSHAKE_UNTIMED;
+	__u64 hs = role == FL_ROLE_CLIENT ? handshake(tp, cookie) : FL_HANDSHAKE_UNTIMED;
 	struct fl_edge_key key;
 	struct fl_edge_val *v;
 	struct fl_conn *c;
@@ -288,13 +311,8 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 	if (sock_proto(sk) != IPPROTO_TCP)
 		return 0;
 
-	if (newstate == TCP_SYN_SENT) {
-		__u64 tag, *slot = syn_slot(bpf_get_socket_cookie(sk), &tag);
-
-		if (slot)
-			*slot = tag << SYN_TIME_BITS | ((bpf_ktime_get_ns() / 1000) & SYN_TIME_MASK);
+	if (newstate == TCP_SYN_SENT)
 		return 0;
-	}
 
 	if (oldstate == TCP_SYN_SENT || oldstate == TCP_SYN_RECV) {
 		__u8 role = oldstate == TCP_SYN_SENT ? FL_ROLE_CLIENT : FL_ROLE_SERVER;
@@ -314,6 +332,26 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 	 * Half of all transitions of a churning load end here. */
 	if (newstate == TCP_CLOSE)
 		closed(sk);
+	return 0;
+}
+
+/*
+ * A retransmission: if of a SYN, keep the first SYN's time for its
+ * ESTABLISHED (see `syn_retrans`).  Runs once per retransmitted segment, a
+ * small share of all segments; nothing runs for the others.
+ */
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tcp_retransmit_skb, struct sock *sk)
+{
+	const struct tcp_sock *tp;
+	__u64 tag, *slot;
+
+	if (sk->__sk_common.skc_state != TCP_SYN_SENT)
+		return 0;
+	tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
+	slot = syn_slot(bpf_get_socket_cookie(sk), &tag);
+	if (slot && tp->retrans_stamp)
+		*slot = tag << 32 | tp->retrans_stamp;
 	return 0;
 }
 

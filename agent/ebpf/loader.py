@@ -66,7 +66,7 @@ class Feature:
 
 FEATURES: tuple[Feature, ...] = (
     Feature("lifecycle", "TCP connects, failures, connect latency, active connections, bytes, "
-            "retransmits, RTT", ("tp_btf/inet_sock_set_state", "raw_tp (test run)")),
+            "retransmits, RTT", ("tp_btf/inet_sock_set_state", "tp_btf/tcp_retransmit_skb", "raw_tp (test run)")),
     Feature("tcpevents", "TCP resets sent and received",
             ("tp_btf/tcp_send_reset", "tp_btf/tcp_receive_reset")),
     Feature("udp", "UDP bytes sent and received; runs on every socket send/recv call, ~2-3% of a "

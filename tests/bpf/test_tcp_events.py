@@ -48,6 +48,22 @@ def test_refused_and_timeout_and_success(pods: Pods, agent: AgentProc) -> None:
     assert one(m, "flowlens_edge_connections_total", result="success", **lab) == 0
 
 
+def test_connect_duration_lies_within_the_connect_call(pods: Pods, agent: AgentProc) -> None:
+    """Connect duration is the kernel's SYN-to-SYN-ACK time, which lies inside the client's connect() call:
+    every connect timed (count), none longer than its call (sum), none zero (a unit or field error shows as
+    a sum of 0 or 1000x the calls')."""
+    server = pods["server"].serve("serve-tcp", pods["server"].ip4, "8122", "--count", "20", "--response", "1")
+    moved = pods["client"].run("client-tcp", pods["server"].ip4, "8122", "--count", "20", "--response", "1")
+    server.communicate(timeout=30)
+    assert moved["ok"] == 20
+    wait_closed(8122, pods["client"].ns)
+    m = agent.settle()
+    lab = edge(8122, "tcp", "client")
+    assert one(m, "flowlens_edge_connect_duration_seconds_count", **lab) == 20
+    total = one(m, "flowlens_edge_connect_duration_seconds_sum", **lab)
+    assert 20e-6 <= total <= moved["connect_us"] / 1e6, (total, moved["connect_us"])
+
+
 def test_connect_delayed_by_dropped_first_syn(pods: Pods, agent: AgentProc) -> None:
     # drop the first SYN of each (saddr, sport); its retransmission 1 s later passes
     nft(pods, "server", """table ip flsyn {

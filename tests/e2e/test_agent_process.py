@@ -18,8 +18,8 @@ from tests.conftest import need_root
 from tests.pods.agent import ROOT, AgentProc
 
 # program names as bpftool shows them (from BTF)
-OURS = {"inet_sock_set_state", "flush_conns", "sock_send_length", "sock_recv_length", "tcp_send_reset",
-        "tcp_receive_reset", "udp_sendmsg4", "udp_recvmsg4", "udp_sendmsg6", "udp_recvmsg6"}
+OURS = {"inet_sock_set_state", "tcp_retransmit_skb", "flush_conns", "sock_send_length", "sock_recv_length",
+        "tcp_send_reset", "tcp_receive_reset", "udp_sendmsg4", "udp_recvmsg4", "udp_sendmsg6", "udp_recvmsg6"}
 EVERY_FEATURE = {"enable": ["udp", "udp_peer"]}
 
 

@@ -62,18 +62,20 @@ def serve_tcp(a: argparse.Namespace) -> dict[str, int]:
 
 
 def client_tcp(a: argparse.Namespace) -> dict[str, int]:
-    moved = {"sent": 0, "recv": 0, "ok": 0, "failed": 0, "reset": 0}
+    moved = {"sent": 0, "recv": 0, "ok": 0, "failed": 0, "reset": 0, "connect_us": 0}
     for _ in range(a.count):
         s = socket.socket(family(a.host), socket.SOCK_STREAM)
         if a.syncnt:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT, a.syncnt)
         s.settimeout(30)
+        t0 = time.perf_counter_ns()
         try:
             s.connect((a.host, a.port))
         except OSError:
             moved["failed"] += 1
             s.close()
             continue
+        moved["connect_us"] += (time.perf_counter_ns() - t0) // 1000 + 1  # the call's wall time, rounded up
         moved["ok"] += 1
         try:
             s.sendall(b"q" * a.request)
