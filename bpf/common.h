@@ -248,30 +248,61 @@ static __always_inline void hist_add(__u64 *hist, __u64 us)
 }
 
 /*
- * Slots a connection may take: its cookie's, then the next ones.  Cookies
- * come from per-CPU runs of 4096 of a global sequence, so the connections of
- * a busy moment fill consecutive slots; a slot still held by a long-lived
- * connection from a table's worth of cookies ago moves a claim one slot on.
- * With fewer slots than a run per CPU (conn_map_size < 4096 x CPUs) the CPUs'
- * runs land on the same slots: a small table fills before it is full.
+ * Slots a connection may take: its socket address's home slot, then the next
+ * ones.  By address, not by cookie: the slab hands a closed socket's memory
+ * to the next socket of its CPU, so under churn the same few slots are
+ * claimed and freed again while still in the cache.  Cookies, which only
+ * grow, walked the whole 6.8 MB table and every claim missed the cache: the
+ * compare-and-swap that claims a slot was a third of the program's perf
+ * samples, and homing by address took 118-121 ns per run to 101-103
+ * (bench/changes.md item 11).  A slot still held by a long-lived connection
+ * moves a claim one slot on.
  */
 #define CONN_PROBES 8
 
-static __always_inline struct fl_conn *conn_slot(__u64 cookie, __u32 i)
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} scratch SEC(".maps");
+
+/* Home slot of socket `sk` (before the % conn_slots).  The verifier allows
+ * no shift or multiply on a pointer, but a pointer stored into a map value
+ * (we are privileged: CAP_PERFMON) reads back as a plain number. */
+static __always_inline __u32 conn_home(const struct sock *sk)
 {
-	__u32 idx = (cookie + i) % cfg.conn_slots;
+	volatile __u64 *s;
+	__u32 zero = 0;
+	__u64 a;
+
+	s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return 0;
+	*s = (__u64)sk;
+	a = *s;
+	/* Fibonacci hashing of the 64-byte-aligned address: sockets sit ~2 KB apart */
+	return (__u32)(((a >> 6) * 0x9E3779B97F4A7C15ULL) >> 32);
+}
+
+static __always_inline struct fl_conn *conn_slot(__u32 home, __u32 i)
+{
+	__u32 idx = (home + i) % cfg.conn_slots;
 
 	return bpf_map_lookup_elem(&conns, &idx);
 }
 
-/* The slot socket `cookie` holds, OPEN or held by the walk; NULL if it never
- * had one (it predates the agent, or `conns` was full) or is past its CLOSE. */
-static __always_inline struct fl_conn *conn_find(__u64 cookie)
+/* The slot socket `sk` with `cookie` holds, OPEN or held by the walk; NULL
+ * if it never had one (it predates the agent, or `conns` was full) or is past
+ * its CLOSE.  The cookie tells the owner from an earlier socket at the same
+ * address whose CLOSE we missed (programs detached). */
+static __always_inline struct fl_conn *conn_find(const struct sock *sk, __u64 cookie)
 {
+	__u32 home = conn_home(sk);
 	struct fl_conn *c;
 
 	for (__u32 i = 0; i < CONN_PROBES; i++) {
-		c = conn_slot(cookie, i);
+		c = conn_slot(home, i);
 		if (c && c->cookie == cookie && (c->state == FL_SLOT_OPEN || c->state == FL_SLOT_WALK))
 			return c;
 	}

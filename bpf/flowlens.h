@@ -114,7 +114,8 @@ struct fl_config {
 
 /*
  * Per-TCP-connection state: a slot of the ARRAY `conns`, found from the
- * socket cookie (slot cookie % conn_slots, or one of the next few).  Claimed
+ * socket's address (its home slot or one of the next few) and told from an
+ * earlier socket at that address by the cookie.  Claimed
  * at ESTABLISHED, freed at CLOSE.  The handshake is only written into the
  * slot; the first flush (poll-time walk or CLOSE, whichever comes first)
  * counts it on the edge, so a connection costs one edge lookup (at CLOSE)

@@ -246,12 +246,13 @@ static __always_inline void established(struct sock *sk, __u8 role)
 	const struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
 	__u64 cookie = bpf_get_socket_cookie(sk);
 	__u64 hs = role == FL_ROLE_CLIENT ? handshake(tp, cookie) : FL_HANDSHAKE_UNTIMED;
+	__u32 home = conn_home(sk);
 	struct fl_edge_key key;
 	struct fl_edge_val *v;
 	struct fl_conn *c;
 
 	for (__u32 i = 0; i < CONN_PROBES; i++) {
-		c = conn_slot(cookie, i);
+		c = conn_slot(home, i);
 		if (!c || __sync_val_compare_and_swap(&c->state, FL_SLOT_FREE, FL_SLOT_BUSY) != FL_SLOT_FREE)
 			continue;
 		tcp_key(&c->edge, sk, role);
@@ -284,7 +285,7 @@ static __always_inline void established(struct sock *sk, __u8 role)
  */
 static __always_inline void closed(struct sock *sk)
 {
-	struct fl_conn *c = conn_find(bpf_get_socket_cookie(sk));
+	struct fl_conn *c = conn_find(sk, bpf_get_socket_cookie(sk));
 	struct counters n;
 	struct tcp_sock *tp;
 
