@@ -285,11 +285,24 @@ static __always_inline __u32 conn_home(const struct sock *sk)
 	return (__u32)(((a >> 6) * 0x9E3779B97F4A7C15ULL) >> 32);
 }
 
+/* Slot `i` after the home slot of hash `home`: home scaled onto the table by
+ * a multiply and shift (no division: `%` cost a 32-bit div per probe). */
 static __always_inline struct fl_conn *conn_slot(__u32 home, __u32 i)
 {
-	__u32 idx = (home + i) % cfg.conn_slots;
+	__u32 n = cfg.conn_slots;
+	__u32 idx = (((__u64)home * n) >> 32) + i;
 
+	if (idx >= n)
+		idx -= n;
 	return bpf_map_lookup_elem(&conns, &idx);
+}
+
+/* Cookie of a socket that has one: a plain read, where bpf_get_socket_cookie
+ * is a helper call that also makes one.  0 if it never had one; a slot's
+ * owner always has, since ESTABLISHED asked for it. */
+static __always_inline __u64 sock_cookie(const struct sock *sk)
+{
+	return sk->__sk_common.skc_cookie.counter;
 }
 
 /* The slot socket `sk` with `cookie` holds, OPEN or held by the walk; NULL

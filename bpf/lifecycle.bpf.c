@@ -285,7 +285,7 @@ static __always_inline void established(struct sock *sk, __u8 role)
  */
 static __always_inline void closed(struct sock *sk)
 {
-	struct fl_conn *c = conn_find(sk, bpf_get_socket_cookie(sk));
+	struct fl_conn *c = conn_find(sk, sock_cookie(sk));
 	struct counters n;
 	struct tcp_sock *tp;
 
