@@ -114,7 +114,8 @@ class FlowText:
             for i in tcp))
         act = np.maximum(active, 0).tolist()
         name = f"{p}_active_connections"
-        yield from family(name, "gauge", f"Established TCP connections now, per {what}.",
+        yield from family(name, "gauge", f"TCP connections open at the last poll, handshake to close (half-closed "
+                          f"included), per {what}.",
                           (f"{name}{{{labs[i]}}} {act[i]}\n" for i in tcp))
 
     def _histogram(self, name: str, text: str, tot: np.ndarray, first: int, sum_word: int,
