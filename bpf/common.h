@@ -267,9 +267,10 @@ struct {
 	__type(value, __u64);
 } scratch SEC(".maps");
 
-/* Home slot of socket `sk` (before the % conn_slots).  The verifier allows
- * no shift or multiply on a pointer, but a pointer stored into a map value
- * (we are privileged: CAP_PERFMON) reads back as a plain number. */
+/* Home of socket `sk`: a 32-bit hash of its address, which conn_slot scales
+ * onto the table.  The verifier allows no shift or multiply on a pointer,
+ * but a pointer stored into a map value (we are privileged: CAP_PERFMON)
+ * reads back as a plain number. */
 static __always_inline __u32 conn_home(const struct sock *sk)
 {
 	volatile __u64 *s;
