@@ -53,7 +53,8 @@ def test_connect_duration_lies_within_the_connect_call(pods: Pods, agent: AgentP
     every connect timed (count), none longer than its call (sum), none zero (a unit or field error shows as
     a sum of 0 or 1000x the calls')."""
     server = pods["server"].serve("serve-tcp", pods["server"].ip4, "8122", "--count", "20", "--response", "1")
-    moved = pods["client"].run("client-tcp", pods["server"].ip4, "8122", "--count", "20", "--response", "1")
+    moved = pods["client"].run("client-tcp", pods["server"].ip4, "8122", "--count", "20", "--response", "1",
+                               "--time-connect")
     server.communicate(timeout=30)
     assert moved["ok"] == 20
     wait_closed(8122, pods["client"].ns)
