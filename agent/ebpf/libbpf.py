@@ -18,7 +18,7 @@ import logging
 import os
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ BPF_STATS_RUN_TIME = 0
 _PROG_INFO_SIZE = 232
 _PROG_INFO_RUN_TIME_NS = 192
 _PROG_INFO_RUN_CNT = 200
+_PROG_INFO_RECURSION_MISSES = 208
 
 
 class BpfError(OSError):
@@ -178,14 +179,24 @@ def check_ptr(what: str, ptr: int | None) -> int:
     return ptr
 
 
-def prog_run_stats(prog_fd: int) -> tuple[int, int]:
-    """(run_time_ns, run_cnt) of a loaded program; zero unless stats are enabled."""
+class ProgRuns(NamedTuple):
+    """A loaded program's counters from ``bpf_prog_info``, cumulative since load."""
+
+    run_ns: int  # time in the program while bpf_stats was on
+    runs: int  # runs while bpf_stats was on
+    misses: int  # runs the kernel skipped: a BPF program was already running on that CPU (always counted)
+
+
+def prog_runs(prog_fd: int) -> ProgRuns:
+    """Run time, run count (zero unless stats are enabled) and recursion misses of a loaded program."""
     buf = ctypes.create_string_buffer(_PROG_INFO_SIZE)
     size = _U32(_PROG_INFO_SIZE)
     check("bpf_obj_get_info_by_fd", lib().bpf_obj_get_info_by_fd(prog_fd, buf, ctypes.byref(size)))
-    run_ns = int.from_bytes(buf.raw[_PROG_INFO_RUN_TIME_NS:_PROG_INFO_RUN_TIME_NS + 8], "little")
-    runs = int.from_bytes(buf.raw[_PROG_INFO_RUN_CNT:_PROG_INFO_RUN_CNT + 8], "little")
-    return run_ns, runs
+
+    def u64(off: int) -> int:
+        return int.from_bytes(buf.raw[off:off + 8], "little")
+
+    return ProgRuns(u64(_PROG_INFO_RUN_TIME_NS), u64(_PROG_INFO_RUN_CNT), u64(_PROG_INFO_RECURSION_MISSES))
 
 
 def _btf_type(btf: int, name: str, kind: int, entry: type[ctypes.Structure]) -> tuple[_BtfType, list[Any]]:

@@ -41,13 +41,14 @@ from agent.ebpf import abi
 from agent.ebpf.libbpf import (
     BPF_STATS_RUN_TIME,
     BpfError,
+    ProgRuns,
     TestRunOpts,
     check,
     check_ptr,
     datasec_offsets,
     lib,
     open_opts,
-    prog_run_stats,
+    prog_runs,
 )
 
 log = logging.getLogger(__name__)
@@ -154,13 +155,9 @@ class Loader:
         """program name -> (feature, fd) of every attached program."""
         return {p: (f, fd) for f, ld in self._loaded.items() for p, fd in ld.progs.items()}
 
-    def run_stats(self) -> dict[str, tuple[str, int, int]]:
-        """program -> (feature, run_time_ns, run_cnt), cumulative since load."""
-        out = {}
-        for prog, (feat, fd) in self.programs().items():
-            ns, cnt = prog_run_stats(fd)
-            out[prog] = (feat, ns, cnt)
-        return out
+    def run_stats(self) -> dict[str, tuple[str, ProgRuns]]:
+        """program -> (feature, its run counters), cumulative since load."""
+        return {prog: (feat, prog_runs(fd)) for prog, (feat, fd) in self.programs().items()}
 
     def sample_stats(self, on: bool) -> bool:
         """Start or stop measuring per-program run time; False if it cannot be measured."""

@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector
 
 from agent.collect.poll import PollState
 from agent.ebpf import abi
+from agent.ebpf.libbpf import ProgRuns
 from agent.ebpf.loader import FeatureStatus
 from agent.identity.watch import WatchState
 
@@ -31,7 +32,7 @@ class Health:
     poll: PollState
     capacity: int
     series: Callable[[], int]
-    bpf_runs: Callable[[], dict[str, tuple[str, int, int]]]  # prog -> (feature, ns, count)
+    bpf_runs: Callable[[], dict[str, tuple[str, ProgRuns]]]  # prog -> (feature, counters)
     bpf_sampled: Callable[[], float]  # seconds bpf_runs was measuring
     budget: int = 0
     expired: Callable[[], int] = lambda: 0
@@ -83,15 +84,21 @@ class HealthCollector(Collector):
                                     labels=["program", "feature"])
         runs = CounterMetricFamily("flowlens_agent_bpf_runs", "Runs of each BPF program while sampled (bpf_stats).",
                                    labels=["program", "feature"])
-        for prog, (feature, ns, cnt) in sorted(h.bpf_runs().items()):
-            run_s.add_metric([prog, feature], ns / 1e9)
-            runs.add_metric([prog, feature], float(cnt))
+        misses = CounterMetricFamily(
+            "flowlens_agent_bpf_recursion_misses",
+            "Events a BPF program missed because a BPF program was already running on that CPU (the kernel "
+            "skips it rather than nest): lost, not counted on any edge.  Always counted, bpf_stats or not.",
+            labels=["program", "feature"])
+        for prog, (feature, r) in sorted(h.bpf_runs().items()):
+            run_s.add_metric([prog, feature], r.run_ns / 1e9)
+            runs.add_metric([prog, feature], float(r.runs))
+            misses.add_metric([prog, feature], float(r.misses))
         sampled = CounterMetricFamily("flowlens_agent_bpf_sampled_seconds",
                                       "Seconds bpf_run_seconds and bpf_runs were counting (bpf_stats_sample of "
                                       "the time): divide their rates by this one's for CPU share and runs/s.")
         sampled.add_metric([], h.bpf_sampled())
         yield from (info, feat, entries, cap, lost, events, polls, perr, pdur, retired, series, run_s, runs,
-                    sampled)
+                    misses, sampled)
         yield from self._series_budget()
         yield from self._k8s()
 

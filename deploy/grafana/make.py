@@ -173,7 +173,10 @@ def agent_health() -> Obj:
         ts("Lost and folded updates/s",
            f"sum by (instance, reason) (rate(flowlens_agent_lost_updates_total{{{inst}}}[$__rate_interval])) or "
            f'label_replace(rate(flowlens_agent_series_folded_total{{{inst}}}[$__rate_interval]), "reason", '
-           '"series_folded", "", "")', "{{instance}} {{reason}}", "short", w=8),
+           '"series_folded", "", "") or '
+           f'label_replace(sum by (instance) (rate(flowlens_agent_bpf_recursion_misses_total{{{inst}}}'
+           '[$__rate_interval])), "reason", "bpf_recursion_miss", "", "")', "{{instance}} {{reason}}", "short", w=8,
+           desc="bpf_recursion_miss: kernel events skipped because a BPF program was already running on that CPU."),
         ts("Series vs budget", f"flowlens_agent_series{{{inst}}} / flowlens_agent_series_budget{{{inst}}}",
            "{{instance}}", "percentunit", w=8),
         ts("Poll duration", f"flowlens_agent_poll_duration_seconds{{{inst}}}", "{{instance}}", "s", w=8),

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from agent.ebpf.libbpf import prog_runs
 from agent.ebpf.loader import Loader
 
 
@@ -29,7 +31,7 @@ def connects(n: int) -> None:
 
 
 def runs(ld: Loader) -> int:
-    return ld.run_stats()["inet_sock_set_state"][2]
+    return ld.run_stats()["inet_sock_set_state"][1].runs
 
 
 def test_detached_programs_do_not_run(loader: Loader) -> None:
@@ -46,3 +48,22 @@ def test_detached_programs_do_not_run(loader: Loader) -> None:
     connects(20)
     assert runs(loader) - before >= 20 * 6
     loader.flush()  # the walk still runs on the maps it had
+
+
+def fdinfo(fd: int) -> dict[str, str]:
+    """The kernel's own account of a BPF fd (/proc/self/fdinfo), independent of bpf_prog_info."""
+    lines = Path(f"/proc/self/fdinfo/{fd}").read_text().splitlines()
+    return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+
+
+def test_program_counters_are_the_kernels(loader: Loader) -> None:
+    """run time, runs and recursion misses (flowlens_agent_bpf_*) read the fields the kernel reports."""
+    connects(20)
+    loader.detach()  # the counters stand still while both are read
+    progs = loader.programs()
+    assert "inet_sock_set_state" in progs
+    for prog, (_, fd) in progs.items():
+        r, k = prog_runs(fd), fdinfo(fd)
+        assert (r.run_ns, r.runs, r.misses) == (int(k["run_time_ns"]), int(k["run_cnt"]),
+                                                int(k["recursion_misses"])), prog
+    assert prog_runs(progs["inet_sock_set_state"][1]).runs >= 20 * 6
