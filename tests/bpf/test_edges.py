@@ -51,7 +51,7 @@ def test_tcp_bytes_exact_both_reporters(pods: Pods, agent: AgentProc, v6: bool) 
     # the ephemeral client ports never appear: every tcp series of this pair has the server port
     ports = {dict(lab)["dst_port"] for (name, lab) in m if name == "flowlens_edge_sent_bytes_total"
              and ("src_workload", "client") in lab and ("protocol", "tcp") in lab}
-    assert ports <= {"8104", "8106", "8110", "8112", "8114", "8116", "8118"}
+    assert ports <= {"8104", "8106", "8110", "8112", "8114", "8116", "8118", "8120", "8122", "8124", "8126"}
 
 
 @pytest.mark.parametrize("v6,connected", [(False, False), (False, True), (True, False)],
