@@ -249,7 +249,7 @@ static __always_inline void hist_add(__u64 *hist, __u64 us)
 
 /*
  * Slots a connection may take: its socket address's home slot, then the next
- * ones.  By address, not by cookie: the slab hands a closed socket's memory
+ * ones.  By address, not by socket cookie: the slab hands a closed socket's memory
  * to the next socket of its CPU, so under churn the same few slots are
  * claimed and freed again while still in the cache.  Cookies, which only
  * grow, walked the whole 6.8 MB table and every claim missed the cache: the
@@ -298,26 +298,35 @@ static __always_inline struct fl_conn *conn_slot(__u32 home, __u32 i)
 	return bpf_map_lookup_elem(&conns, &idx);
 }
 
-/* Cookie of a socket that has one: a plain read, where bpf_get_socket_cookie
- * is a helper call that also makes one.  0 if it never had one; a slot's
- * owner always has, since ESTABLISHED asked for it. */
-static __always_inline __u64 sock_cookie(const struct sock *sk)
+/*
+ * Identity of a connection, told apart from an earlier one whose socket
+ * had the same address: the socket's hash of its 4-tuple and netns
+ * (skc_hash, set when it is hashed before ESTABLISHED, zeroed when the
+ * memory is allocated again), tagged so that it is never 0.  The socket
+ * cookie did this until bench/changes.md item 13: bpf_get_socket_cookie is
+ * a helper call and a locked compare-and-swap on the socket at every
+ * ESTABLISHED, ~20 of ~140 ns per run.  What the hash cannot tell apart: a
+ * socket reused at the same address for the same 4-tuple in the same netns,
+ * which matters only if the first one's CLOSE was missed (programs
+ * detached, or a recursion miss); both then count into the same edge.
+ */
+static __always_inline __u64 sock_ident(const struct sock *sk)
 {
-	return sk->__sk_common.skc_cookie.counter;
+	return (1ULL << 32) | sk->__sk_common.skc_hash;
 }
 
-/* The slot socket `sk` with `cookie` holds, OPEN or held by the walk; NULL
- * if it never had one (it predates the agent, or `conns` was full) or is past
- * its CLOSE.  The cookie tells the owner from an earlier socket at the same
- * address whose CLOSE we missed (programs detached). */
-static __always_inline struct fl_conn *conn_find(const struct sock *sk, __u64 cookie)
+/* The slot of socket `sk` with identity `ident`, OPEN or held by the walk;
+ * NULL if it never had one (it predates the agent, or `conns` was full) or
+ * is past its CLOSE.  The identity tells the owner from an earlier socket at
+ * the same address whose CLOSE we missed (programs detached). */
+static __always_inline struct fl_conn *conn_find(const struct sock *sk, __u64 ident)
 {
 	__u32 home = conn_home(sk);
 	struct fl_conn *c;
 
 	for (__u32 i = 0; i < CONN_PROBES; i++) {
 		c = conn_slot(home, i);
-		if (c && c->cookie == cookie && (c->state == FL_SLOT_OPEN || c->state == FL_SLOT_WALK))
+		if (c && c->ident == ident && (c->state == FL_SLOT_OPEN || c->state == FL_SLOT_WALK))
 			return c;
 	}
 	return NULL;

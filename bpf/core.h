@@ -25,12 +25,14 @@ struct sock_common {
 	__u32 skc_rcv_saddr;      /* __be32 */
 	__u16 skc_dport;          /* __be16 */
 	__u16 skc_num;            /* host order */
+	__u32 skc_hash;           /* of the 4-tuple and netns, set when the
+				   * socket is hashed (connect, or accept's
+				   * child), kept through CLOSE */
 	unsigned short skc_family;
 	volatile unsigned char skc_state;
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
 	unsigned long skc_flags;  /* sk->sk_flags; bit SOCK_DONE (1): a FIN was received */
-	struct { __s64 counter; } skc_cookie;  /* atomic64_t, 0 until first asked */
 };
 
 struct kernfs_node {

@@ -115,7 +115,8 @@ struct fl_config {
 /*
  * Per-TCP-connection state: a slot of the ARRAY `conns`, found from the
  * socket's address (its home slot or one of the next few) and told from an
- * earlier socket at that address by the cookie.  Claimed
+ * earlier socket at that address by its identity (hash of the 4-tuple and
+ * netns, common.h sock_ident).  Claimed
  * at ESTABLISHED, freed at CLOSE.  The handshake is only written into the
  * slot; the first flush (poll-time walk or CLOSE, whichever comes first)
  * counts it on the edge, so a connection costs one edge lookup (at CLOSE)
@@ -125,9 +126,9 @@ struct fl_config {
  */
 struct fl_conn {
 	struct fl_edge_key edge; /* aggregate this connection counts into */
-	__u64 cookie;            /* socket cookie of the owner */
+	__u64 ident;             /* identity of the owner (sock_ident) */
 	__u64 sk;                /* socket address, for the poll-time walk; the
-				  * cookie proves it still holds this owner */
+				  * identity proves it still holds this owner */
 	__u64 handshake;         /* FL_HANDSHAKE_* until a flush counts it, then 0 */
 	__u64 sent;              /* payload bytes counted: bytes_sent - bytes_retrans */
 	__u64 recv;              /* payload bytes counted: bytes_received - FIN */

@@ -281,10 +281,11 @@ static __always_inline __u64 since_first_syn(const struct tcp_sock *tp, __u64 co
  * a clock read, a socket cookie and a store per connect, ~0.2 us per churn
  * request (bench/changes.md item 10).
  */
-static __always_inline __u64 handshake(const struct tcp_sock *tp, __u64 cookie)
+static __always_inline __u64 handshake(struct sock *sk, const struct tcp_sock *tp)
 {
-	/* before ESTABLISHED, the only segments retransmitted are SYNs */
-	__u64 us = tp->total_retrans ? since_first_syn(tp, cookie) : tp->srtt_us >> 3;
+	/* before ESTABLISHED, the only segments retransmitted are SYNs; only
+	 * then is the cookie made (a helper call), to find the first SYN's time */
+	__u64 us = tp->total_retrans ? since_first_syn(tp, bpf_get_socket_cookie(sk)) : tp->srtt_us >> 3;
 
 	if (!us) {
 		stat_inc(FL_STAT_CONNECT_UNTIMED);
@@ -295,7 +296,7 @@ static __always_inline __u64 handshake(const struct tcp_sock *tp, __u64 cookie)
 
 /*
  * Handshake done: claim a free slot (compare-and-swap on its state), write
- * the edge key, cookie and connect duration, then publish it OPEN; the
+ * the edge key, identity and connect duration, then publish it OPEN; the
  * walk never reads a slot that is not.  The edge itself is left to the
  * first flush.  No free slot among CONN_PROBES: the connect is counted on
  * the edge at once, never its bytes (FL_STAT_CONN_FULL).
@@ -303,8 +304,7 @@ static __always_inline __u64 handshake(const struct tcp_sock *tp, __u64 cookie)
 static __always_inline void established(struct sock *sk, __u8 role)
 {
 	const struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
-	__u64 cookie = bpf_get_socket_cookie(sk);
-	__u64 hs = role == FL_ROLE_CLIENT ? handshake(tp, cookie) : FL_HANDSHAKE_UNTIMED;
+	__u64 hs = role == FL_ROLE_CLIENT ? handshake(sk, tp) : FL_HANDSHAKE_UNTIMED;
 	__u32 home = conn_home(sk);
 	struct fl_edge_key key;
 	struct fl_edge_val *v;
@@ -315,7 +315,7 @@ static __always_inline void established(struct sock *sk, __u8 role)
 		if (!c || __sync_val_compare_and_swap(&c->state, FL_SLOT_FREE, FL_SLOT_BUSY) != FL_SLOT_FREE)
 			continue;
 		tcp_key(&c->edge, sk, role);
-		c->cookie = cookie;
+		c->ident = sock_ident(sk);
 		c->sk = (__u64)sk;
 		c->handshake = hs;
 		c->sent = 0;
@@ -344,7 +344,7 @@ static __always_inline void established(struct sock *sk, __u8 role)
  */
 static __always_inline void closed(struct sock *sk)
 {
-	struct fl_conn *c = conn_find(sk, sock_cookie(sk));
+	struct fl_conn *c = conn_find(sk, sock_ident(sk));
 	const struct tcp_sock *tp;
 	struct counters n;
 
@@ -424,11 +424,12 @@ int BPF_PROG(tcp_retransmit_skb, struct sock *sk)
  * connection's edge, for good.  The slot holds its socket's address; the
  * socket cannot be freed before its CLOSE has run, and TCP sockets are
  * SLAB_TYPESAFE_BY_RCU, so under RCU the address is a tcp_sock - but
- * possibly a new one if the connection closed since.  Its cookie, read
- * after the counters, tells: a reused socket has a new or zero cookie
- * (sk_alloc zeroes it, sk_clone_lock resets it), and x86 does not reorder
- * loads, so counters read before a matching cookie are the owner's.
- * bpf_rdonly_cast makes every read a fault-safe load.  A cookie that does
+ * possibly a new one if the connection closed since.  Its identity (hash
+ * of the 4-tuple and netns, sock_ident), read after the counters, tells: a
+ * reused socket has hash 0 until hashed (sk_alloc zeroes it, sk_clone_lock
+ * copies the listener's) and then its own tuple's, and x86 does not reorder
+ * loads, so counters read before a matching identity are the owner's.
+ * bpf_rdonly_cast makes every read a fault-safe load.  An identity that does
  * not match means the owner is gone and its memory reused: if its CLOSE ran
  * meanwhile it left the slot CLOSED to us; if it was never seen (the
  * programs were detached, as the bench does) the slot is stale.  Either
@@ -452,7 +453,7 @@ static long flush_slot(__u64 i, void *unused)
 	tp = bpf_rdonly_cast((void *)c->sk, bpf_core_type_id_kernel(struct tcp_sock));
 	live_counters(tp, c->edge.role, &n);
 	barrier();
-	if (tp->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter == c->cookie) {
+	if (sock_ident(&tp->inet_conn.icsk_inet.sk) == c->ident) {
 		flush(c, &n, 0);
 		if (__sync_val_compare_and_swap(&c->state, FL_SLOT_WALK, FL_SLOT_OPEN) == FL_SLOT_WALK)
 			return 0;

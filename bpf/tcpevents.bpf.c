@@ -25,7 +25,7 @@ static __always_inline void reset(const struct sock *sk, int sent)
 	}
 	if (sock_proto(sk) != IPPROTO_TCP)
 		return;
-	c = conn_find(sk, sock_cookie(sk));
+	c = conn_find(sk, sock_ident(sk));
 	if (c) { /* a slot exists from the handshake on: its edge is exact */
 		v = edge_val(&c->edge);
 	} else {

@@ -65,7 +65,7 @@ class Config(ctypes.Structure):
 class Conn(ctypes.Structure):
     _fields_ = [
         ("edge", EdgeKey),
-        ("cookie", ctypes.c_uint64),
+        ("ident", ctypes.c_uint64),
         ("sk", ctypes.c_uint64),
         ("handshake", ctypes.c_uint64),
         ("sent", ctypes.c_uint64),

@@ -1,6 +1,6 @@
 """The TCP connection table (`conns`, an array of slots claimed and freed by the kernel programs).
 
-A small table (256 slots) and a burst of short connections (1,200 sockets, both ends) whose cookies wrap
+A small table (256 slots) and a burst of short connections (1,200 sockets, both ends) whose sockets wrap
 it several times: every slot must be freed at its connection's close and claimed again, or connections
 land in `conn_full` and lose their bytes.  Not smaller: with two busy loops competing for this VM's 2
 cores, the server's FINs lagged until 28 connections at a time sat in FIN-WAIT-2 / LAST-ACK (56 slots,
