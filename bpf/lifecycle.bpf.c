@@ -66,15 +66,20 @@ static __always_inline __u32 failure(int err)
 	}
 }
 
-/* Swap in the counter's new value, add the growth to the edge word.  Both the
- * CLOSE transition and the walk may flush one connection at once: the
- * atomic swap gives every byte to exactly one of them. */
-static __always_inline void advance(__u64 *seen, __u64 now, __u64 *word)
+/* Swap in the counter's new value; what it grew by since the last swap.
+ * Both the CLOSE transition and the walk may flush one connection at once:
+ * the atomic swap gives every byte to exactly one of them. */
+static __always_inline __u64 growth(__u64 *seen, __u64 now)
 {
 	__u64 old = __sync_lock_test_and_set(seen, now);
 
-	if ((__s64)(now - old) > 0)
-		__sync_fetch_and_add(word, now - old);
+	return (__s64)(now - old) > 0 ? now - old : 0;
+}
+
+/* The same, with the growth added to the edge word (memo.h add_if). */
+static __always_inline void advance(__u64 *seen, __u64 now, __u64 *word)
+{
+	add_if(word, growth(seen, now));
 }
 
 /* Count a handshake (FL_HANDSHAKE_*) on the edge `v`. */
@@ -165,14 +170,6 @@ static __always_inline void flush(struct fl_conn *c, const struct counters *n, i
 		__sync_fetch_and_add(&v->rtt_sum_us, n->srtt_us);
 		hist_add(v->rtt_hist, n->srtt_us);
 	}
-}
-
-/* What a counter grew by since the slot last swapped it (see advance). */
-static __always_inline __u64 growth(__u64 *seen, __u64 now)
-{
-	__u64 old = __sync_lock_test_and_set(seen, now);
-
-	return (__s64)(now - old) > 0 ? now - old : 0;
 }
 
 /*

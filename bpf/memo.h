@@ -68,6 +68,7 @@ static __always_inline __u32 memo_index(const struct fl_edge_key *k)
 	return (x * 0x9E3779B97F4A7C15ULL) >> (64 - MEMO_SHIFT);
 }
 
+/* Atomic add of n to a shared word, skipped when there is nothing to add. */
 static __always_inline void add_if(__u64 *word, __u64 n)
 {
 	if (n)
