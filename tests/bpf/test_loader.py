@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from agent.ebpf import abi
 from agent.ebpf.libbpf import prog_runs
 from agent.ebpf.loader import Loader
 from agent.ebpf.maps import EdgeMaps
+from tests.pods.net import wait_closed
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_program_counters_are_the_kernels(loader: Loader) -> None:
 
 def edge_bytes(ld: Loader, port: int) -> tuple[int, int]:
     """(sent, received) of the client edges to server `port`, read from the kernel map after the walk."""
-    maps = EdgeMaps(ld.map_fd("edges"), ld.map_fd("stats"), 16384, os.cpu_count() or 1, ld.flush)
+    maps = EdgeMaps(ld.map_fd("edges"), ld.map_fd("stats"), ld.opts.edge_map_size, os.cpu_count() or 1, ld.flush)
     keys, vals = maps.read()
     rows = (keys["port"] == port) & (keys["role"] == abi.ROLE_CLIENT)
     return int(vals[rows, abi.W_SENT].sum()), int(vals[rows, abi.W_RECV].sum())
@@ -112,10 +112,7 @@ def test_missed_closes_never_take_a_new_connections_counts(loader: Loader) -> No
                     while chunk := c.recv(4096):
                         got += len(chunk)
                     assert got == 2_003
-        wait = 0
-        while edge_bytes(loader, port) != (NEW * 1_001, NEW * 2_003) and wait < 50:
-            wait += 1  # the last CLOSEs (FIN handshakes) may still be in flight: each read runs the walk
-            time.sleep(0.02)
+        wait_closed(port)  # the last FIN handshakes may still be in flight
         assert edge_bytes(loader, port) == (NEW * 1_001, NEW * 2_003)
         assert edge_bytes(loader, old_port) == (0, 0)  # the old connections moved no byte
     finally:

@@ -58,21 +58,25 @@ class Pod:
         inner = f'echo $$ > {self.cgroup}/cgroup.procs && exec "$0" "$@"'
         return ["sh", "-c", inner, "ip", "netns", "exec", self.ns, *args]
 
-    def spawn(self, *args: str) -> subprocess.Popen[str]:
-        """Run traffic.py in this pod."""
-        cmd = self.cmd(sys.executable, str(TRAFFIC), *args)
+    def spawn(self, *args: str, cpus: str | None = None) -> subprocess.Popen[str]:
+        """Run traffic.py in this pod, pinned to `cpus` (taskset list) when given."""
+        pin = ["taskset", "-c", cpus] if cpus else []
+        cmd = self.cmd(*pin, sys.executable, str(TRAFFIC), *args)
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    def run(self, *args: str, timeout: float = 60) -> dict[str, int]:
-        p = self.spawn(*args)
+    def result(self, p: subprocess.Popen[str], timeout: float = 60) -> dict[str, int]:
+        """The JSON line a traffic.py process ends with: what it moved."""
         out, err = p.communicate(timeout=timeout)
         if p.returncode:
-            raise RuntimeError(f"{self.name} {args}: {err}")
+            raise RuntimeError(f"{self.name} {p.args!r}: {err}")
         return dict(json.loads(out.strip().splitlines()[-1]))
 
-    def serve(self, *args: str) -> subprocess.Popen[str]:
+    def run(self, *args: str, timeout: float = 60) -> dict[str, int]:
+        return self.result(self.spawn(*args), timeout)
+
+    def serve(self, *args: str, cpus: str | None = None) -> subprocess.Popen[str]:
         """Start a server and wait for its 'listening' line."""
-        p = self.spawn(*args)
+        p = self.spawn(*args, cpus=cpus)
         assert p.stdout is not None
         line = p.stdout.readline()
         if "listening" not in line:
