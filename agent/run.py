@@ -26,7 +26,7 @@ from agent.collect.store import EdgeLabels, PodLabels, Table
 from agent.config import Settings
 from agent.ebpf.loader import Loader, LoadOptions
 from agent.ebpf.maps import EdgeMaps
-from agent.export.edges import edge_text, pod_text
+from agent.export.edges import Batch, edge_text, pod_text
 from agent.export.health import Health, HealthCollector
 from agent.export.server import MetricsServer
 from agent.export.zones import ZoneCollector
@@ -47,6 +47,18 @@ def trim() -> None:
     left ~40 MB of freed arenas resident (bench/results); on other C libraries this does nothing."""
     if hasattr(_libc, "malloc_trim"):
         _libc.malloc_trim(0)
+
+
+M_ARENA_MAX = -8  # mallopt parameter (malloc.h)
+
+
+def one_arena() -> None:
+    """One malloc arena for all threads.  glibc gives each new thread an arena of its own, and what is
+    freed in one is not reused by another: the HTTP thread's scrape buffers stayed resident beside the
+    poll thread's heap (bench, 10k edges: peak RSS 106 -> 98 MB).  The GIL already runs one thread at a
+    time, so one arena costs no parallelism.  Call before threads start; other C libraries: no-op."""
+    if hasattr(_libc, "mallopt"):
+        _libc.mallopt(M_ARENA_MAX, 1)
 
 
 class StartError(Exception):
@@ -77,6 +89,7 @@ class Agent:
         if problems:
             raise StartError("; ".join(problems))
         self.settings = s
+        one_arena()  # before any thread of ours (watches, poll loop, HTTP) starts
         self.opts = load_options(s)
         self.loader = Loader(self.opts)
         features = self.loader.load()
@@ -114,12 +127,11 @@ class Agent:
         # process_cpu_seconds_total, process_resident_memory_bytes, ...: the agent's own cost
         ProcessCollector(proc=s.proc_root, registry=self.registry)
 
-    def exposition(self) -> Iterator[bytes]:
-        """The /metrics body (Prometheus text 0.0.4) in chunks: agent, zone and process families, then flows."""
-        yield generate_latest(self.registry)
+    def exposition(self) -> Iterator[Batch]:
+        """The /metrics body (Prometheus text 0.0.4) in batches: agent, zone and process families, then flows."""
+        yield [generate_latest(self.registry)]
         for flows in self.flows:
-            for chunk in flows.render():
-                yield chunk.encode()
+            yield from flows.render()
 
     def _resolver(self, s: Settings) -> Resolver:
         cgroups = CgroupIndex(self.opts.cgroup_root)

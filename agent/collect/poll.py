@@ -34,7 +34,8 @@ OTHER = End("", "other", "other")
 
 
 class EdgeSource(Protocol):
-    def read(self) -> tuple[np.ndarray, np.ndarray]: ...
+    def read(self) -> tuple[np.ndarray, np.ndarray]:
+        """All entries: keys (KEY_DTYPE) and an (n, VAL_WORDS) u64 matrix, fresh: the poll works in them."""
     def retire(self, keys: np.ndarray) -> np.ndarray: ...
     def stats(self) -> list[int]: ...
 
@@ -82,11 +83,14 @@ class Poller:
         keys, vals = self.source.read()
         _orient(keys, vals)
         slots = self._slots_of(keys)
-        delta = vals - self._prev[slots]
-        delta[:, abi.W_ACTIVE] = 0  # a gauge, not a counter
+        active = vals[:, abi.W_ACTIVE].view(np.int64).copy()
+        prev = self._prev[slots]
         self._prev[slots] = vals
+        delta = vals
+        delta -= prev  # in place: at 10k edges each (n, VAL_WORDS) array is 5 MB
+        del prev
+        delta[:, abi.W_ACTIVE] = 0  # a gauge, not a counter
         self._add(slots, delta)
-        active = vals[:, abi.W_ACTIVE].view(np.int64)
         self.store.set_active(self._series[slots], active)
         pod = self._pod[slots]
         self.pods.set_active(pod[pod >= 0], active[pod >= 0])
@@ -123,26 +127,22 @@ class Poller:
         self.state.retired += len(slots)
 
     def _slots_of(self, keys: np.ndarray) -> np.ndarray:
-        out = np.empty(len(keys), np.int64)
+        rows = _rows(keys)
         get = self._slot.get
-        for i, kb in enumerate(_rows(keys)):
-            s = get(kb)
-            if s is None:
-                s = self._new_slot(kb, keys[i])
-            out[i] = s
+        found = [get(kb) for kb in rows]
+        new = found.count(None)
+        if new:  # grow every per-slot array once, not in steps: each step held the old and the new copy
+            need = len(self._slot) + new - 1  # the highest slot: free ones come first, then len(_slot) up
+            self._keys, self._prev, self._series, self._pod, self._zone, self._idle = (
+                grown(a, need, 1024) for a in (self._keys, self._prev, self._series, self._pod, self._zone, self._idle))
+            self.store.reserve(new)
+        out = np.empty(len(keys), np.int64)
+        for i, (kb, s) in enumerate(zip(rows, found)):
+            out[i] = self._new_slot(kb, keys[i]) if s is None else s
         return out
 
     def _new_slot(self, kb: bytes, key: np.void) -> int:
-        if self._free:
-            s = self._free.pop()
-        else:
-            s = len(self._slot)
-            self._keys = grown(self._keys, s, 1024)
-            self._prev = grown(self._prev, s, 1024)
-            self._series = grown(self._series, s, 1024)
-            self._pod = grown(self._pod, s, 1024)
-            self._zone = grown(self._zone, s, 1024)
-            self._idle = grown(self._idle, s, 1024)
+        s = self._free.pop() if self._free else len(self._slot)
         self._slot[kb] = s
         self._keys[s] = key
         self._prev[s] = 0

@@ -30,8 +30,9 @@ def grown(a: np.ndarray, need: int, step: int) -> np.ndarray:
     doubling left 6 MB of never-used rows in the two largest arrays)."""
     if need < len(a):
         return a
-    extra = max(step, len(a) // 4)
-    return np.concatenate([a, np.zeros((extra, *a.shape[1:]), a.dtype)])
+    out = np.zeros((len(a) + max(step, len(a) // 4, need + 1 - len(a)), *a.shape[1:]), a.dtype)
+    out[:len(a)] = a  # the zero tail is calloc'd: large arrays leave it unmapped until rows are used
+    return out
 
 
 class EdgeLabels(NamedTuple):
@@ -106,6 +107,13 @@ class Table(Generic[L]):
                 self._ids[labels] = sid
             self._gone_since.pop(sid, None)
             return sid
+
+    def reserve(self, n: int) -> None:
+        """Room for ``n`` more series, allocated at once (their rows stay unmapped until used)."""
+        with self._lock:
+            need = len(self._labels) + n - len(self._free) - 1
+            self._totals = grown(self._totals, need, 256)
+            self._active = grown(self._active, need, 256)
 
     def add(self, series: np.ndarray, delta: np.ndarray) -> None:
         """Add per-key deltas (n, VAL_WORDS) to their series (n,)."""

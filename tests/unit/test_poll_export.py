@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent.collect.poll import Poller
 from agent.collect.store import EdgeStore
 from agent.ebpf import abi
-from agent.export.edges import edge_text
+from agent.export.edges import edge_text, joined
 from agent.identity.base import EXTERNAL, Address, End
 
 
@@ -99,6 +99,25 @@ def test_deltas_retire_and_orientation() -> None:
     assert p.state.retired == 2 and p.state.polls == 4
 
 
+def test_new_keys_fill_retired_slots_then_grow() -> None:
+    """A poll with more new keys than retired slots: the free slots are reused and the per-slot arrays
+    grow once to the highest slot (1,024 slots full, 4 retired, 8 new: slots 1,024-1,027 are new rows)."""
+    src, store = FakeSource(), EdgeStore()
+    p = Poller(src, FakeResolver(), store, idle_polls=1)
+    for c in range(1, 1025):
+        src.put(key(c, abi.ROLE_CLIENT), W_SENT=c)
+    p.poll()
+    for c in range(5, 1025):  # all but cgroups 1-4 move: those four idle out and are retired
+        src.put(key(c, abi.ROLE_CLIENT), W_SENT=2 * c)
+    p.poll()
+    assert len(src.retired) == 4
+    for c in range(1025, 1033):
+        src.put(key(c, abi.ROLE_CLIENT), W_SENT=c)
+    p.poll()
+    want = {("client", f"app{c}"): (c if c < 5 or c > 1024 else 2 * c, 0) for c in range(1, 1033)}
+    assert totals(store) == want
+
+
 def test_exposition() -> None:
     src, store = FakeSource(), EdgeStore()
     p = Poller(src, FakeResolver(), store, idle_polls=5)
@@ -106,7 +125,7 @@ def test_exposition() -> None:
             W_CONNECT_SUM=3000, W_CONNECT_HIST=0)
     src.entries[key(1, abi.ROLE_CLIENT, 443).tobytes()][abi.W_CONNECT_HIST + 8] = 2  # 2 in (2.048, 4.096] ms
     p.poll()
-    text = "".join(edge_text(store, pods=False, stride=2).render())
+    text = joined(edge_text(store, pods=False, stride=2).render()).decode()
     got = {(x.name, tuple(sorted(x.labels.items()))): x.value
            for fam in text_string_to_metric_families(text) for x in fam.samples}
     lab = (("dst_backend", ""), ("dst_backend_kind", ""), ("dst_namespace", ""), ("dst_port", "443"),
@@ -135,7 +154,7 @@ def test_exposition() -> None:
     assert not any(k[0].startswith("flowlens_edge_rtt_seconds") for k in got)
     # all 23 bounds at stride 1, and the same cumulative counts where both export
     fine = {(x.name, tuple(sorted(x.labels.items()))): x.value
-            for fam in text_string_to_metric_families("".join(edge_text(store, pods=False).render()))
+            for fam in text_string_to_metric_families(joined(edge_text(store, pods=False).render()).decode())
             for x in fam.samples}
     assert fine[("flowlens_edge_connect_duration_seconds_bucket", tuple(sorted(lab + (("le", "0.002048"),))))] == 0
     assert {k: x for k, x in fine.items() if k in got} == got
@@ -221,7 +240,7 @@ def test_exposition_escapes_labels_and_keeps_udp_to_bytes() -> None:
     udp["proto"] = abi.PROTO_UDP
     src.put(udp, W_SENT=40, W_RECV=90)
     p.poll()
-    fams = list(text_string_to_metric_families("".join(edge_text(store, pods=False).render())))
+    fams = list(text_string_to_metric_families(joined(edge_text(store, pods=False).render()).decode()))
     samples = [(x.name, x.labels, x.value) for fam in fams for x in fam.samples]
     assert {lab["src_workload"] for _, lab, _ in samples} == {'we"ird\\app\nx'}
     by_proto = {(n, lab["protocol"]): v for n, lab, v in samples if lab.get("result", "success") == "success"}
