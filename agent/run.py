@@ -49,16 +49,25 @@ def trim() -> None:
         _libc.malloc_trim(0)
 
 
-M_ARENA_MAX = -8  # mallopt parameter (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # mallopt parameters (malloc.h)
 
 
-def one_arena() -> None:
-    """One malloc arena for all threads.  glibc gives each new thread an arena of its own, and what is
-    freed in one is not reused by another: the HTTP thread's scrape buffers stayed resident beside the
-    poll thread's heap (bench, 10k edges: peak RSS 106 -> 98 MB).  The GIL already runs one thread at a
-    time, so one arena costs no parallelism.  Call before threads start; other C libraries: no-op."""
+def tune_malloc() -> None:
+    """glibc settings for a process that allocates 5 MB numpy arrays every poll and ~1 MB batches every
+    scrape, measured at 10k edges (bench/changes.md item 14); other C libraries: no-op.
+
+    - One arena for all threads: glibc gives each new thread its own, and what is freed in one is not
+      reused by another, so the HTTP thread's scrape buffers stayed resident beside the poll thread's
+      heap (peak 108 -> 88 MB).  The GIL runs one thread at a time anyway.
+    - Fixed mmap and trim thresholds (1 MB): by default freeing a large block raises both (the trim
+      threshold to as much as 64 MB), after which freed arrays stay in the heap: RSS after a scrape
+      109 -> 101 MB in Kubernetes mode.  Costs a few page faults per large array per poll.
+
+    Call before threads start."""
     if hasattr(_libc, "mallopt"):
         _libc.mallopt(M_ARENA_MAX, 1)
+        _libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
+        _libc.mallopt(M_TRIM_THRESHOLD, 1 << 20)
 
 
 class StartError(Exception):
@@ -89,7 +98,7 @@ class Agent:
         if problems:
             raise StartError("; ".join(problems))
         self.settings = s
-        one_arena()  # before any thread of ours (watches, poll loop, HTTP) starts
+        tune_malloc()  # before any thread of ours (watches, poll loop, HTTP) starts
         self.opts = load_options(s)
         self.loader = Loader(self.opts)
         features = self.loader.load()

@@ -20,7 +20,7 @@ import re
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from agent.identity.containers import container_id
@@ -174,7 +174,7 @@ class ClusterIndex:
         self.pod_names: set[tuple[str, str]] = set()
 
     # --- Sink (watch threads) -------------------------------------------------------------
-    def replace(self, resource: str, items: list[Obj]) -> None:
+    def replace(self, resource: str, items: Iterable[Obj]) -> None:
         table: dict[tuple[str, str], Any] = {}
         for obj in items:
             parsed = self._parse(resource, obj)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from agent.config import Settings, load
-from agent.identity.k8s import CALLS
+from agent.identity.k8s import PATHS
 from tests.deploy.chart import ALL_FEATURES, CHART, Obj, agent_caps, daemonset, kind, notes, render, values_file
 from tests.pods.agent import ROOT
 
@@ -110,8 +110,7 @@ def test_bad_values_are_refused_naming_the_key(bad: Obj, where: str) -> None:
 
 
 def test_cluster_role_is_read_only_and_exactly_what_identity_calls() -> None:
-    groups = {"CoreV1Api": "", "DiscoveryV1Api": "discovery.k8s.io", "BatchV1Api": "batch"}
-    want = {(groups[api], res) for res, (api, _) in CALLS.items()}
+    want = {(group, res) for res, (group, _) in PATHS.items()}
     (role,) = kind(render(), "ClusterRole")
     got = set()
     for rule in role["rules"]:

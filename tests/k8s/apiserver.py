@@ -66,9 +66,11 @@ class ApiServer:
         self.delay = 0.0             # seconds before each response
         self.failures: list[int] = []  # statuses for the next requests
         self.requests: list[str] = []  # "GET <path>?<query>", for assertions
+        self.auth: list[str] = []  # each request's Authorization header ("" if none)
         self.cond = threading.Condition()
         self.epoch = 0               # bumped to end every open watch
         self.cut_mid_line = False
+        self.down = False            # stopped: a request that slipped in before the socket closed is cut
         self.port = 0
         self._http: ThreadingHTTPServer | None = None
 
@@ -78,11 +80,15 @@ class ApiServer:
         self._http = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
         self._http.daemon_threads = True
         self.port = self._http.server_address[1]
+        self.down = False
         threading.Thread(target=self._http.serve_forever, daemon=True).start()
         return self
 
     def stop(self) -> None:
-        """Down: open watches end, new connections are refused."""
+        """Down: open watches end, new connections are refused.  A client re-watching at once can get
+        in between the two: its request is cut too (``down``), else its stream would outlive the stop."""
+        with self.cond:
+            self.down = True
         self.end_watches()
         if self._http:
             self._http.shutdown()
@@ -163,7 +169,11 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         q = {k: v[-1] for k, v in parse_qs(url.query).items()}
         with api.cond:
+            if api.down:
+                self.close_connection = True
+                return
             api.requests.append(f"GET {self.path}")
+            api.auth.append(self.headers.get("Authorization", ""))
             status = api.failures.pop(0) if api.failures else 0
         if api.delay:
             time.sleep(api.delay)
@@ -226,7 +236,7 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 with api.cond:
                     api.cond.wait(min(0.2, max(0.0, deadline - now)))
-                    if api.epoch != epoch:
+                    if api.epoch != epoch or api.down:
                         if since < api.compacted:
                             self._chunk({"type": "ERROR", "object": GONE})
                             self._end()

@@ -27,13 +27,11 @@ class Running:
     """One reflector on pods, in a thread, with a fresh index."""
 
     def __init__(self, api: ApiServer, tmp: str, **kw: float) -> None:
-        from kubernetes import client as k
-
         path = f"{tmp}/kubeconfig"
         with open(path, "w") as f:
             f.write(api.kubeconfig())
         self.index = ClusterIndex()
-        fn = k.CoreV1Api(k8s.api_client(path, {})).list_pod_for_all_namespaces
+        fn = k8s.lister(k8s.api_client(path, {}), k8s.PATHS["pods"][1])
         self.r = Reflector("pods", fn, self.index, page=50, timeout=kw.get("timeout", 2.0),
                            watch_seconds=int(kw.get("watch_seconds", 30)), backoff_max=kw.get("backoff_max", 0.5))
         self.stop = threading.Event()
@@ -62,6 +60,7 @@ def test_list_pages_then_watch_with_bookmarks(api: ApiServer, tmp_path) -> None:
         watch = next(r for r in api.requests if "watch=True" in r or "watch=true" in r)
         assert "allowWatchBookmarks=true" in watch and "resourceVersion=" in watch
         assert w.r.state.synced and w.r.state.up and w.r.state.lists == 1
+        assert set(api.auth) == {"Bearer test"}  # the kubeconfig's token, on lists and watches
     finally:
         w.close()
 
