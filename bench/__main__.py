@@ -5,7 +5,12 @@ BPF cost and the agent's CPU and RSS under each load shape) and bench.collector 
 1k/10k/100k edges), then writes ``bench/results/README.md`` (machine, kernel, date, tables) and
 ``bench/results/raw.json`` (every number behind them), then appends bench/changes.md (what was
 changed for each missed budget).  Root only; ~7 minutes on the 2-core VM.
-Usage:  python -m bench [--pairs 15] [--seconds 2] [--sizes 1000,10000,100000] [--out bench/results]
+
+``--only throughput`` or ``--only collector`` measures one part and rewrites the table with the other
+part's numbers from raw.json, each part stamped with its own date and commit: on a host whose noise
+swamps the throughput ratios (see the throughput section), the collector can be brought up to date
+without replacing a quiet throughput run, and the throughput re-run when the host is quiet.
+Usage:  python -m bench [--pairs 15] [--seconds 2] [--sizes 1000,10000,100000] [--only PART] [--out DIR]
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ HOT = 1000.0  # events/s from which a program counts as hot under a load shape
 NOISY = 0.05  # interquartile range of off req/s (fraction of the median) above which the table warns
 
 
+PARTS = ("throughput", "collector")
+
+
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.machine())
@@ -39,9 +47,22 @@ def machine() -> str:
         return (out.stdout + out.stderr).strip().splitlines()[0] if (out.stdout + out.stderr).strip() else "?"
     return (f"- machine: {platform.node()}, {os.cpu_count()} x {cpu}, {mem:.1f} GiB RAM\n"
             f"- kernel: {platform.release()} ({platform.version()})\n"
-            f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}\n"
             f"- tools: {version('nginx', '-v')}; {version('wrk', '-v')}; {version('tcpdump', '--version')}; "
             f"Python {platform.python_version()}\n")
+
+
+def stamp(seconds: float) -> dict[str, Any]:
+    """When and on what code a part was measured."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                           text=True).stdout.strip()
+    return {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "commit": (head or "?") + ("+changes" if dirty else ""),
+            "kernel": platform.release(), "seconds": round(seconds)}
+
+
+def stamped(name: str, part: dict[str, Any]) -> str:
+    took = f", {part['seconds']} s" if part.get("seconds") else ""
+    return f"- {name}: measured {part['date']} at commit {part['commit']} (kernel {part['kernel']}{took})"
 
 
 def mark(ok: bool) -> str:
@@ -92,33 +113,52 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=2)
     ap.add_argument("--sizes", default="1000,10000,100000")
     ap.add_argument("--k8s-sizes", default="10000")
+    ap.add_argument("--only", choices=PARTS, help="measure one part, keep the other's numbers from raw.json")
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
     a = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench: run as root (BPF programs, tcpdump)")
-    start = time.monotonic()
-    print(f"throughput: {a.pairs} alternations of {a.seconds} s windows per load", flush=True)
-    tp = throughput.measure(a.pairs, a.seconds)
-    print("collector: poll and /metrics", flush=True)
-    rows = collector.measure([int(x) for x in a.sizes.split(",")], [int(x) for x in a.k8s_sizes.split(",") if x])
+    parts: dict[str, dict[str, Any]] = {}
+    if a.only:
+        try:
+            parts = json.loads((a.out / "raw.json").read_text())["parts"]
+        except (OSError, ValueError, KeyError) as e:
+            raise SystemExit(f"bench --only {a.only}: no earlier results in {a.out / 'raw.json'} ({e}): run all") from e
+    if a.only in (None, "throughput"):
+        start = time.monotonic()
+        print(f"throughput: {a.pairs} alternations of {a.seconds} s windows per load", flush=True)
+        tp = throughput.measure(a.pairs, a.seconds)
+        parts["throughput"] = {**stamp(time.monotonic() - start), "pairs": a.pairs, "window_s": a.seconds,
+                               "loads": {s: asdict(r) for s, r in tp.items()}}
+    if a.only in (None, "collector"):
+        start = time.monotonic()
+        print("collector: poll and /metrics", flush=True)
+        rows = collector.measure([int(x) for x in a.sizes.split(",")],
+                                 [int(x) for x in a.k8s_sizes.split(",") if x])
+        parts["collector"] = {**stamp(time.monotonic() - start), "rows": rows}
+    missing = [p for p in PARTS if p not in parts]
+    if missing:
+        raise SystemExit(f"bench: {a.out / 'raw.json'} has no {', '.join(missing)} part: run all")
+    tpart, cpart = parts["throughput"], parts["collector"]
+    tp = {s: throughput.Shape(**r) for s, r in tpart["loads"].items()}
     tp_text, verdicts = throughput_tables(tp)
-    verdicts += collector.budgets(rows)
+    verdicts += collector.budgets(cpart["rows"])
     summary = ["| budget (DESIGN.md section 6) | measured | verdict |", "|---|---:|---|"]
     summary += [f"| {b} | {got} | {mark(ok)} |" for b, got, ok in verdicts]
     if any(r.noise() > NOISY for r in tp.values()):
         summary += ["", "**Noisy machine** (interquartile range of agent-off req/s above "
                     f"{100 * NOISY:.0f}%, see the throughput table): the throughput verdicts are weak evidence."]
-    text = (f"# flowlens cost\n\nWritten by `make bench` (`python -m bench`) in {time.monotonic() - start:.0f} s.\n\n"
-            f"{machine()}\n## Budgets\n\n" + "\n".join(summary) +
+    text = ("# flowlens cost\n\nWritten by `make bench` (`python -m bench`).\n\n" + machine() +
+            f"{stamped('throughput', tpart)}\n{stamped('collector', cpart)}\n\n## Budgets\n\n" +
+            "\n".join(summary) +
             f"\n\n## Throughput: nginx + wrk, agent off / on / tcpdump\n\n{load.__doc__}\n{throughput.__doc__}\n"
-            f"{a.pairs} triples of {a.seconds} s windows per load; ratios are medians of per-triple ratios."
-            f"\n\n{tp_text}\n\n"
-            f"## Collector: one poll and one /metrics render\n\n{collector.__doc__}\n{collector.table(rows)}\n\n"
-            + (Path(__file__).parent / "changes.md").read_text())
+            f"{tpart['pairs']} triples of {tpart['window_s']} s windows per load; ratios are medians of per-triple "
+            f"ratios.\n\n{tp_text}\n\n"
+            f"## Collector: one poll and one /metrics render\n\n{collector.__doc__}\n{collector.table(cpart['rows'])}"
+            "\n\n" + (Path(__file__).parent / "changes.md").read_text())
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "README.md").write_text(text)
-    raw: dict[str, Any] = {"throughput": {s: asdict(r) for s, r in tp.items()}, "collector": rows,
-                           "budgets": [{"budget": b, "measured": g, "ok": ok} for b, g, ok in verdicts]}
+    raw = {"parts": parts, "budgets": [{"budget": b, "measured": g, "ok": ok} for b, g, ok in verdicts]}
     (a.out / "raw.json").write_text(json.dumps(raw, indent=1) + "\n")
     print("\n".join(summary))
     print(f"wrote {a.out / 'README.md'} and {a.out / 'raw.json'}")
