@@ -10,6 +10,7 @@ changed for each missed budget).  Root only; ~7 minutes on the 2-core VM.
 part's numbers from raw.json, each part stamped with its own date and commit: on a host whose noise
 swamps the throughput ratios (see the throughput section), the collector can be brought up to date
 without replacing a quiet throughput run, and the throughput re-run when the host is quiet.
+``--only none`` measures nothing and rewrites the table from raw.json.
 Usage:  python -m bench [--pairs 15] [--seconds 2] [--sizes 1000,10000,100000] [--only PART] [--out DIR]
 """
 
@@ -81,9 +82,13 @@ def throughput_tables(res: dict[str, throughput.Shape]) -> tuple[str, list[tuple
         out.append(f"| {shape} | {med['off']:,.0f} | {med['agent']:,.0f} | {med['capture']:,.0f} | {ra:.3f} | "
                    f"{rc:.3f} | {100 * (1 - ra):.1f}% | {100 * (1 - rc):.1f}% | {rounds} | {100 * r.noise():.1f}% |")
         want = RATIO[shape.split("/")[0]]
-        verdicts.append((f"{shape}: agent-on / agent-off >= {want}", f"{ra:.3f}", ra >= want))
+        lo, hi = r.ratio_ci("agent")
+        verdicts.append((f"{shape}: agent-on / agent-off >= {want}", f"{ra:.3f} (95% CI {lo:.3f}-{hi:.3f})",
+                         ra >= want))
+        mlo, mhi = r.margin_ci()
         verdicts.append((f"{shape}: agent overhead <= 1/5 of tcpdump's", f"{100 * (1 - ra):.1f}% vs "
-                         f"{100 * (1 - rc):.1f}% / 5 = {20 * (1 - rc):.1f}%", (1 - ra) <= (1 - rc) / 5))
+                         f"{100 * (1 - rc):.1f}% / 5 = {20 * (1 - rc):.1f}% (margin 95% CI {mlo:+.1f} to "
+                         f"{mhi:+.1f} points)", (1 - ra) <= (1 - rc) / 5))
     noisy = [f"{shape} {100 * r.noise():.0f}%" for shape, r in res.items() if r.noise() > NOISY]
     if noisy:
         out += ["", f"**Noisy machine**: agent-off req/s varied by {', '.join(noisy)} between windows "
@@ -113,10 +118,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=2)
     ap.add_argument("--sizes", default="1000,10000,100000")
     ap.add_argument("--k8s-sizes", default="10000")
-    ap.add_argument("--only", choices=PARTS, help="measure one part, keep the other's numbers from raw.json")
+    ap.add_argument("--only", choices=[*PARTS, "none"],
+                    help="measure one part (or none: rewrite the table) and keep the rest from raw.json")
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
     a = ap.parse_args()
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 and a.only != "none":
         raise SystemExit("bench: run as root (BPF programs, tcpdump)")
     parts: dict[str, dict[str, Any]] = {}
     if a.only:
@@ -148,6 +154,8 @@ def main() -> None:
     if any(r.noise() > NOISY for r in tp.values()):
         summary += ["", "**Noisy machine** (interquartile range of agent-off req/s above "
                     f"{100 * NOISY:.0f}%, see the throughput table): the throughput verdicts are weak evidence."]
+    summary += ["", "Throughput intervals: 95% bootstrap over the triples (resampled whole, 2,000 times); a "
+                "verdict whose interval straddles its budget is not settled by this run."]
     text = ("# flowlens cost\n\nWritten by `make bench` (`python -m bench`).\n\n" + machine() +
             f"{stamped('throughput', tpart)}\n{stamped('collector', cpart)}\n\n## Budgets\n\n" +
             "\n".join(summary) +

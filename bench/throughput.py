@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import median, quantiles
@@ -96,6 +98,24 @@ class Shape:
         """Interquartile range of ``off`` req/s over windows, as a fraction of their median: the drift."""
         q = quantiles(self.rps["off"], n=4)
         return (q[2] - q[0]) / median(self.rps["off"])
+
+    def ci(self, stat: Callable[[list[int]], float], n: int = 2000) -> tuple[float, float]:
+        """95% bootstrap interval of ``stat`` (a function of the triples it is given, by index), resampling
+        whole triples so that each mode's window stays paired with its own ``off``."""
+        rng = random.Random(1)  # the same table from the same windows
+        k = len(self.rps["off"])
+        vals = sorted(stat([rng.randrange(k) for _ in range(k)]) for _ in range(n))
+        return vals[int(0.025 * n)], vals[int(0.975 * n) - 1]
+
+    def ratio_of(self, mode: str, idx: list[int]) -> float:
+        return median(self.rps[mode][i] / self.rps["off"][i] for i in idx)
+
+    def ratio_ci(self, mode: str) -> tuple[float, float]:
+        return self.ci(lambda i: self.ratio_of(mode, i))
+
+    def margin_ci(self) -> tuple[float, float]:
+        """Points by which the agent's overhead is under a fifth of tcpdump's (negative: over), 95%."""
+        return self.ci(lambda i: 100 * ((1 - self.ratio_of("capture", i)) / 5 - (1 - self.ratio_of("agent", i))))
 
     def spread(self, mode: str) -> tuple[float, float]:
         """First and third quartiles of the per-triple ratios of ``mode``."""
