@@ -58,7 +58,7 @@ test: build venv lint
 	$(PY) -m pytest -q -rs tests
 
 # Cost benchmarks (root; not part of `make test`: tests do not time things, the bench does).
-# Writes bench/results/README.md (every budget with PASS/FAIL) and bench/results/raw.json; ~8 min.
+# Writes bench/results/README.md (every budget with PASS/FAIL) and bench/results/raw.json; ~10 min.
 BENCH_PKGS := nginx-light wrk tcpdump curl
 bench: build venv
 	$(call apt_install,$(BENCH_PKGS))

@@ -4,7 +4,7 @@ Runs bench.throughput (nginx + wrk with the agent off / on / tcpdump, which also
 BPF cost and the agent's CPU and RSS under each load shape) and bench.collector (poll and /metrics at
 1k/10k/100k edges), then writes ``bench/results/README.md`` (machine, kernel, date, tables) and
 ``bench/results/raw.json`` (every number behind them), then appends bench/changes.md (what was
-changed for each missed budget).  Root only; ~7 minutes on the 2-core VM.
+changed for each missed budget).  Root only; ~10 minutes on the 2-core VM.
 
 ``--only throughput`` or ``--only collector`` measures one part and rewrites the table with the other
 part's numbers from raw.json, each part stamped with its own date and commit: on a host whose noise
@@ -132,7 +132,8 @@ def main() -> None:
             raise SystemExit(f"bench --only {a.only}: no earlier results in {a.out / 'raw.json'} ({e}): run all") from e
     if a.only in (None, "throughput"):
         start = time.monotonic()
-        print(f"throughput: {a.pairs} alternations of {a.seconds} s windows per load", flush=True)
+        print(f"throughput: {a.pairs} alternations of {a.seconds} s windows per load ({2 * a.pairs} on churn)",
+              flush=True)
         tp = throughput.measure(a.pairs, a.seconds)
         parts["throughput"] = {**stamp(time.monotonic() - start), "pairs": a.pairs, "window_s": a.seconds,
                                "loads": {s: asdict(r) for s, r in tp.items()}}
@@ -160,8 +161,9 @@ def main() -> None:
             f"{stamped('throughput', tpart)}\n{stamped('collector', cpart)}\n\n## Budgets\n\n" +
             "\n".join(summary) +
             f"\n\n## Throughput: nginx + wrk, agent off / on / tcpdump\n\n{load.__doc__}\n{throughput.__doc__}\n"
-            f"{tpart['pairs']} triples of {tpart['window_s']} s windows per load; ratios are medians of per-triple "
-            f"ratios.\n\n{tp_text}\n\n"
+            f"Triples of {tpart['window_s']} s windows per load: "
+            + ", ".join(f"{s} {len(r.rps['off'])}" for s, r in tp.items())
+            + f"; ratios are medians of per-triple ratios.\n\n{tp_text}\n\n"
             f"## Collector: one poll and one /metrics render\n\n{collector.__doc__}\n{collector.table(cpart['rows'])}"
             "\n\n" + (Path(__file__).parent / "changes.md").read_text())
     a.out.mkdir(parents=True, exist_ok=True)

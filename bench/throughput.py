@@ -2,8 +2,10 @@
 
 This VM's host is noisy: wrk's req/s moves by 10-40% between 5 s windows a minute apart, so five
 rounds of "start the agent, run wrk, stop it" could not tell 0.95 from 1.0.  So the ratio comes from
-short windows alternated many times (``--pairs``, 15 by default, of ``--seconds``, 2 by default), each
-triple back to back on the same load:
+short windows alternated many times (``--pairs``, 15 by default, and twice as many on the churn loads,
+of ``--seconds``, 2 by default), each triple back to back on the same load.  Churn gets more: its
+ratios sit within a point of their budgets, and with 15 triples the 95% interval of the loopback
+margin to tcpdump / 5 spanned 3 points even on a quiet morning (an interval shrinks as 1/sqrt(n)).
 
 - ``off``: nothing attached;
 - ``agent``: the agent's programs attached.  They are loaded once by the agent's own loader
@@ -183,7 +185,7 @@ def measure(pairs: int, seconds: int, nets: tuple[str, ...] = load.NETS, shapes:
                 for shape in shapes:
                     res = results[f"{shape}/{name}"] = Shape()
                     load.wrk(net, port, shape, 1)  # warm-up, not counted
-                    for _ in range(pairs):
+                    for _ in range(pairs * (2 if shape == "churn" else 1)):
                         for mode in modes:
                             res.rps[mode].append(window(ld, net, port, shape, seconds, mode))
                     log(f"  {shape}/{name}: " + ", ".join(f"{m}/off {res.ratio(m):.3f}" for m in modes[1:]))
