@@ -155,6 +155,7 @@ def main() -> None:
     if any(r.noise() > NOISY for r in tp.values()):
         summary += ["", "**Noisy machine** (interquartile range of agent-off req/s above "
                     f"{100 * NOISY:.0f}%, see the throughput table): the throughput verdicts are weak evidence."]
+    summary += ["", *collector.k8s_rss(cpart["rows"])]
     summary += ["", "Throughput intervals: 95% bootstrap over the triples (resampled whole, 2,000 times); a "
                 "verdict whose interval straddles its budget is not settled by this run."]
     text = ("# flowlens cost\n\nWritten by `make bench` (`python -m bench`).\n\n" + machine() +

@@ -220,6 +220,13 @@ def budgets(rows: list[dict[str, Any]]) -> list[tuple[str, str, bool]]:
     ]
 
 
+def k8s_rss(rows: list[dict[str, Any]]) -> list[str]:
+    """The same peak in Kubernetes mode, which adds the client and the cluster's index: shown, not judged."""
+    return [f"Peak RSS at {r['edges']:,} edges in Kubernetes mode (cluster scope, a {r['edges']:,}-pod cluster "
+            f"index and the `kubernetes` client on top of the edges): {r['rss_mb']:.0f} MB."
+            for r in rows if r["identity"] == "kubernetes"]
+
+
 def measure(sizes: list[int], k8s: list[int]) -> list[dict[str, Any]]:
     rows = []
     for n in sizes:
