@@ -3,10 +3,10 @@ and ``/readyz`` (a first poll has completed and at least one feature is attached
 
 ``/metrics`` is streamed: the body comes from an iterator of batches (lists of ``bytes`` pieces, see
 agent/export/edges.py), each written as it is produced with one scatter/gather ``sendmsg``, so a scrape
-of 10k edges never holds the whole text (~110 MB) in memory and its pieces are never joined.  With no Content-Length the
-response is HTTP/1.0 and ends when the connection closes, which every Prometheus version reads.  Always
-text 0.0.4, whatever the Accept header asks: Prometheus falls back to it, and one format keeps the
-flow renderer (agent/export/edges.py) simple.
+of 10k edges never holds the whole text (~110 MB) in memory and its pieces are never joined.  With no
+Content-Length the response is HTTP/1.0 and ends when the connection closes, which every Prometheus
+version reads.  Always text 0.0.4, whatever the Accept header asks: Prometheus falls back to it, and one
+format keeps the flow renderer (agent/export/edges.py) simple.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ def send(sock: socket.socket, batch: list[bytes]) -> None:
         pending = pending[k:]
         if n:
             pending[0] = memoryview(pending[0])[n:]
-
 
 
 class MetricsServer:

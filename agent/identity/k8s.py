@@ -73,7 +73,8 @@ def lister(client: Any, path: str) -> ListFn:
     """A list/watch function on ``path`` through the client's transport (auth, TLS, kubeconfig), returning
     the raw response.  Not the generated API classes: importing CoreV1Api and the models its signatures
     name (pydantic validators built at import) cost 23 MB of RSS, for five GETs whose JSON we parse
-    ourselves.  Non-2xx answers raise the client's ApiException, as its list functions do."""
+    ourselves.  Arguments that are None are left out of the query.  Non-2xx answers raise the client's
+    ApiException, as its list functions do."""
     from kubernetes.client.exceptions import ApiException
 
     def call(*, _request_timeout: Any = None, **params: Any) -> Any:

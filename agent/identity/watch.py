@@ -94,8 +94,7 @@ class Reflector:
                 stop.wait(delay)
 
     def _call(self, **kw: Any) -> Any:
-        args = {"field_selector": self.selector or None}
-        return self.list_fn(**{k: v for k, v in {**args, **kw}.items() if v is not None})
+        return self.list_fn(field_selector=self.selector or None, **kw)  # None: left out of the query
 
     def _list(self) -> str:
         meta: dict[str, Any] = {}
