@@ -132,8 +132,8 @@ def main() -> None:
             raise SystemExit(f"bench --only {a.only}: no earlier results in {a.out / 'raw.json'} ({e}): run all") from e
     if a.only in (None, "throughput"):
         start = time.monotonic()
-        print(f"throughput: {a.pairs} alternations of {a.seconds} s windows per load ({2 * a.pairs} on churn)",
-              flush=True)
+        print(f"throughput: {a.pairs} alternations of {a.seconds} s windows per load "
+              f"({throughput.triples(a.pairs, 'churn')} on churn)", flush=True)
         tp = throughput.measure(a.pairs, a.seconds)
         parts["throughput"] = {**stamp(time.monotonic() - start), "pairs": a.pairs, "window_s": a.seconds,
                                "loads": {s: asdict(r) for s, r in tp.items()}}
