@@ -11,7 +11,7 @@ part's numbers from raw.json, each part stamped with its own date and commit: on
 swamps the throughput ratios (see the throughput section), the collector can be brought up to date
 without replacing a quiet throughput run, and the throughput re-run when the host is quiet.
 ``--only none`` measures nothing and rewrites the table from raw.json.
-Usage:  python -m bench [--pairs 15] [--seconds 2] [--sizes 1000,10000,100000] [--only PART] [--out DIR]
+Usage:  python -m bench [--pairs 60] [--seconds 0.5] [--sizes 1000,10000,100000] [--only PART] [--out DIR]
 """
 
 from __future__ import annotations
@@ -114,8 +114,8 @@ def throughput_tables(res: dict[str, throughput.Shape]) -> tuple[str, list[tuple
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pairs", type=int, default=15)
-    ap.add_argument("--seconds", type=int, default=2)
+    ap.add_argument("--pairs", type=int, default=throughput.PAIRS)
+    ap.add_argument("--seconds", type=float, default=throughput.WINDOW_S)
     ap.add_argument("--sizes", default="1000,10000,100000")
     ap.add_argument("--k8s-sizes", default="10000")
     ap.add_argument("--only", choices=[*PARTS, "none"],

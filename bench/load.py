@@ -9,6 +9,9 @@ connection per request).  Two networks (a :class:`Net`):
 - ``pods``: nginx and wrk each in its own network namespace and cgroup, joined by veth pairs on a
   bridge (tests/pods/net.py): the path of pod-to-pod traffic on a Kubernetes node.
 
+nginx also serves its request count (stub_status) on a unix socket in its directory: the bench counts
+windows there, from the host, whichever namespace the load runs in.
+
 Packet capture reads the interface every packet crosses: ``lo``, or the bridge (as ``tcpdump -i cni0``
 on a node).
 
@@ -24,6 +27,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -54,6 +59,10 @@ http {{
   server {{
     listen {ip}:{port} backlog=4096;
     location / {{ return 200 "{body}"; }}
+  }}
+  server {{
+    listen unix:{d}/status.sock;
+    location = /status {{ stub_status; }}
   }}
 }}
 """
@@ -119,18 +128,49 @@ def nginx(net: Net, tmp: Path) -> Iterator[int]:
         proc.wait(10)
 
 
-def wrk(net: Net, port: int, shape: str, seconds: int) -> float:
-    """Requests per second wrk reached (non-2xx or socket errors make the run invalid)."""
+def wrk_cmd(net: Net, port: int, shape: str, seconds: int) -> list[str]:
     cmd = [*net.client, "wrk", "-t1", "-c16", f"-d{seconds}s", f"http://{net.ip}:{port}/"]
-    if shape == "churn":
-        cmd += ["-H", "Connection: close"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return cmd + (["-H", "Connection: close"] if shape == "churn" else [])
+
+
+def rate(out: str) -> float:
+    """Requests per second wrk printed; non-2xx answers or connect errors make the run invalid."""
     if "Non-2xx" in out or re.search(r"Socket errors: connect [1-9]", out):
         raise RuntimeError(f"wrk saw errors:\n{out}")
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if not m:
         raise RuntimeError(f"wrk printed no rate:\n{out}")
     return float(m.group(1))
+
+
+def wrk(net: Net, port: int, shape: str, seconds: int) -> float:
+    """Requests per second of one wrk run of ``seconds``."""
+    return rate(subprocess.run(wrk_cmd(net, port, shape, seconds), capture_output=True, text=True, check=True).stdout)
+
+
+@contextmanager
+def running(net: Net, port: int, shape: str) -> Iterator[None]:
+    """wrk loading nginx for the whole block (stopped with SIGINT, on which it prints its summary; checked
+    as :func:`wrk` checks a run), so windows are counted on one load that never stops or ramps up."""
+    proc = subprocess.Popen(wrk_cmd(net, port, shape, 3600), stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)  # let the 16 connections ramp up before the first window
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    rate(out)
+
+
+def served(tmp: Path) -> int:
+    """Requests nginx (started in ``tmp``) has handled: stub_status on its unix socket, which the bench
+    reaches from the host whatever namespace nginx serves the load in."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(tmp / "status.sock"))
+        s.sendall(b"GET /status HTTP/1.0\r\n\r\n")
+        data = b"".join(iter(lambda: s.recv(4096), b""))
+    # "Active connections: N\nserver accepts handled requests\n A H R\n..."
+    return int(data.split(b"\r\n\r\n", 1)[1].splitlines()[2].split()[2])
 
 
 @contextmanager

@@ -2,10 +2,15 @@
 
 This VM's host is noisy: wrk's req/s moves by 10-40% between 5 s windows a minute apart, so five
 rounds of "start the agent, run wrk, stop it" could not tell 0.95 from 1.0.  So the ratio comes from
-short windows alternated many times (``--pairs``, 15 by default, and twice as many on the churn loads,
-of ``--seconds``, 2 by default), each triple back to back on the same load.  Churn gets more: its
-ratios sit within a point of their budgets, and with 15 triples the 95% interval of the loopback
-margin to tcpdump / 5 spanned 3 points even on a quiet morning (an interval shrinks as 1/sqrt(n)).
+short windows alternated many times on one continuous load: wrk runs through the whole of a load (never
+restarted, so no start-up or ramp inside a window), and a window is the count of requests nginx served
+(stub_status) over ``--seconds`` (0.5 by default) once its mode is set up.  ``--pairs`` triples (60 by
+default), each one window per mode back to back, forward then backward so that a drift across a triple
+cancels over two.  Against the design before (one 2 s wrk run per window), alternated three times on
+this host at its noisiest (A/A: off against off, ~1 minute each, 2026-12-01): the interquartile range
+of the per-triple ratios over sqrt(triples), which a median's interval scales with, went from
+0.030-0.080 to 0.024-0.035, half the interval for the same time.  Churn gets twice the triples: its
+ratios sit within a point of their budgets (an interval shrinks as 1/sqrt(n)).
 
 - ``off``: nothing attached;
 - ``agent``: the agent's programs attached.  They are loaded once by the agent's own loader
@@ -24,8 +29,8 @@ bottleneck: it is on-CPU the whole window while the other core idles 10-25%, and
 both ends of a connection (handshake, close) runs on its CPU, so every nanosecond the kernel spends for
 us on that path shows up in the ratio.
 
-Experiments (root):  python -m bench.throughput [--nets loopback,pods] [--shapes churn] [--pairs 15]
-[--seconds 2] [--modes off,agent,again] [--settings '{"bpf_dir": "/tmp/variant"}']
+Experiments (root):  python -m bench.throughput [--nets loopback,pods] [--shapes churn] [--pairs 60]
+[--seconds 0.5] [--modes off,agent,again] [--settings '{"bpf_dir": "/tmp/variant"}']
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ from tests.pods.agent import AgentProc, Sample
 
 MODES = ("off", "agent", "capture")
 EXTRA = ("again",)  # off once more: an A/A ratio, the noise floor of an experiment (--modes off,again)
+PAIRS = 60  # triples per load (twice on churn)
+WINDOW_S = 0.5  # seconds per window
 
 
 def task_cpu(pid: int) -> dict[str, int]:
@@ -174,7 +181,7 @@ def triples(pairs: int, shape: str) -> int:
     return pairs * (2 if shape == "churn" else 1)
 
 
-def measure(pairs: int, seconds: int, nets: tuple[str, ...] = load.NETS, shapes: tuple[str, ...] = load.SHAPES,
+def measure(pairs: int, seconds: float, nets: tuple[str, ...] = load.NETS, shapes: tuple[str, ...] = load.SHAPES,
             modes: tuple[str, ...] = MODES, settings: dict[str, Any] | None = None,
             log: Any = print) -> dict[str, Shape]:
     """Results per load, keyed ``shape/net``; ``modes`` must start with ``off``."""
@@ -191,10 +198,11 @@ def measure(pairs: int, seconds: int, nets: tuple[str, ...] = load.NETS, shapes:
                     load.nginx(net, Path(d)) as port:
                 for shape in shapes:
                     res = results[f"{shape}/{name}"] = Shape()
-                    load.wrk(net, port, shape, 1)  # warm-up, not counted
-                    for _ in range(triples(pairs, shape)):
-                        for mode in modes:
-                            res.rps[mode].append(window(ld, net, port, shape, seconds, mode))
+                    with load.running(net, port, shape):
+                        for i in range(triples(pairs, shape)):
+                            # forward, then backward: a drift across a triple cancels over two
+                            for mode in modes if i % 2 == 0 else modes[::-1]:
+                                res.rps[mode].append(window(ld, net, lambda: load.served(Path(d)), seconds, mode))
                     log(f"  {shape}/{name}: " + ", ".join(f"{m}/off {res.ratio(m):.3f}" for m in modes[1:]))
                     if "agent" in modes:
                         run_agent(net, port, shape, 5, res, settings)
@@ -203,19 +211,27 @@ def measure(pairs: int, seconds: int, nets: tuple[str, ...] = load.NETS, shapes:
     return results
 
 
-def window(ld: Loader, net: load.Net, port: int, shape: str, seconds: int, mode: str) -> float:
-    """wrk's req/s over one window of ``mode``."""
+def window(ld: Loader, net: load.Net, served: Callable[[], int], seconds: float, mode: str) -> float:
+    """Requests/s nginx served over ``seconds`` of ``mode``, counted once the mode is set up (the load runs
+    throughout: wrk is never restarted between windows)."""
     if mode == "agent":
         ld.attach()
         try:
-            return load.wrk(net, port, shape, seconds)
+            return counted(served, seconds)
         finally:
             ld.detach()
             ld.flush()
     if mode == "capture":
         with load.capture(net):
-            return load.wrk(net, port, shape, seconds)
-    return load.wrk(net, port, shape, seconds)
+            return counted(served, seconds)
+    return counted(served, seconds)
+
+
+def counted(served: Callable[[], int], seconds: float) -> float:
+    n0, t0 = served(), time.monotonic()
+    time.sleep(seconds)
+    n1, t1 = served(), time.monotonic()
+    return (n1 - n0) / (t1 - t0)
 
 
 def main() -> None:
@@ -223,8 +239,8 @@ def main() -> None:
     ap.add_argument("--nets", default=",".join(load.NETS))
     ap.add_argument("--shapes", default=",".join(load.SHAPES))
     ap.add_argument("--modes", default=",".join(MODES))
-    ap.add_argument("--pairs", type=int, default=15)
-    ap.add_argument("--seconds", type=int, default=2)
+    ap.add_argument("--pairs", type=int, default=PAIRS)
+    ap.add_argument("--seconds", type=float, default=WINDOW_S)
     ap.add_argument("--settings", type=json.loads, default={}, help="agent settings (JSON) over its defaults")
     a = ap.parse_args()
     modes = tuple(a.modes.split(","))
