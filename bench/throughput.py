@@ -231,6 +231,8 @@ def counted(served: Callable[[], int], seconds: float) -> float:
     n0, t0 = served(), time.monotonic()
     time.sleep(seconds)
     n1, t1 = served(), time.monotonic()
+    if n1 == n0:
+        raise RuntimeError(f"nginx served no request in a {seconds} s window: the load (wrk) stopped")
     return (n1 - n0) / (t1 - t0)
 
 
