@@ -11,7 +11,11 @@ part's numbers from raw.json, each part stamped with its own date and commit: on
 swamps the throughput ratios (see the throughput section), the collector can be brought up to date
 without replacing a quiet throughput run, and the throughput re-run when the host is quiet.
 ``--only none`` measures nothing and rewrites the table from raw.json.
+``--wait-quiet MINUTES`` first checks the host (off against off, churn on loopback, ~25 s) once a minute
+until agent-off req/s varies by less than the table's noise threshold, for at most MINUTES, then measures
+either way (the table flags a noisy run).
 Usage:  python -m bench [--pairs 60] [--seconds 0.5] [--sizes 1000,10000,100000] [--only PART] [--out DIR]
+                        [--wait-quiet MINUTES]
 """
 
 from __future__ import annotations
@@ -70,6 +74,21 @@ def mark(ok: bool) -> str:
     return "PASS" if ok else "**FAIL**"
 
 
+def wait_quiet(minutes: float) -> bool:
+    """Check the host once a minute until it is quiet or ``minutes`` have passed; whether it was."""
+    deadline = time.monotonic() + 60 * minutes
+    while True:
+        aa = throughput.measure(10, throughput.WINDOW_S, ("loopback",), ("churn",), ("off", "again"),
+                                log=lambda *a: None)["churn/loopback"]
+        print(f"host check: agent-off req/s interquartile range {100 * aa.noise():.1f}% "
+              f"(quiet below {100 * NOISY:.0f}%)", flush=True)
+        if aa.noise() <= NOISY:
+            return True
+        if time.monotonic() + 60 > deadline:
+            return False
+        time.sleep(60)
+
+
 def throughput_tables(res: dict[str, throughput.Shape]) -> tuple[str, list[tuple[str, str, bool]]]:
     out, verdicts = [], []
     out += ["| load | off req/s | agent req/s | tcpdump req/s | agent / off | tcpdump / off | agent overhead "
@@ -121,6 +140,8 @@ def main() -> None:
     ap.add_argument("--only", choices=[*PARTS, "none"],
                     help="measure one part (or none: rewrite the table) and keep the rest from raw.json")
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
+    ap.add_argument("--wait-quiet", type=float, default=0, metavar="MINUTES",
+                    help="wait up to MINUTES for a quiet host before the throughput part")
     a = ap.parse_args()
     if os.geteuid() != 0 and a.only != "none":
         raise SystemExit("bench: run as root (BPF programs, tcpdump)")
@@ -131,6 +152,8 @@ def main() -> None:
         except (OSError, ValueError, KeyError) as e:
             raise SystemExit(f"bench --only {a.only}: no earlier results in {a.out / 'raw.json'} ({e}): run all") from e
     if a.only in (None, "throughput"):
+        if a.wait_quiet > 0 and not wait_quiet(a.wait_quiet):
+            print(f"host still noisy after {a.wait_quiet:g} min: measuring anyway", flush=True)
         start = time.monotonic()
         print(f"throughput: {a.pairs} alternations of {a.seconds} s windows per load "
               f"({throughput.triples(a.pairs, 'churn')} on churn)", flush=True)
