@@ -42,6 +42,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from statistics import median, quantiles
 from typing import Any
@@ -196,13 +197,14 @@ def measure(pairs: int, seconds: float, nets: tuple[str, ...] = load.NETS, shape
         for name in nets:
             with tempfile.TemporaryDirectory(prefix="flowlens-bench-") as d, load.network(name) as net, \
                     load.nginx(net, Path(d)) as port:
+                served = partial(load.served, Path(d))
                 for shape in shapes:
                     res = results[f"{shape}/{name}"] = Shape()
                     with load.running(net, port, shape):
                         for i in range(triples(pairs, shape)):
                             # forward, then backward: a drift across a triple cancels over two
                             for mode in modes if i % 2 == 0 else modes[::-1]:
-                                res.rps[mode].append(window(ld, net, lambda: load.served(Path(d)), seconds, mode))
+                                res.rps[mode].append(window(ld, net, served, seconds, mode))
                     log(f"  {shape}/{name}: " + ", ".join(f"{m}/off {res.ratio(m):.3f}" for m in modes[1:]))
                     if "agent" in modes:
                         run_agent(net, port, shape, 5, res, settings)
