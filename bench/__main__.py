@@ -11,7 +11,7 @@ part's numbers from raw.json, each part stamped with its own date and commit: on
 swamps the throughput ratios (see the throughput section), the collector can be brought up to date
 without replacing a quiet throughput run, and the throughput re-run when the host is quiet.
 ``--only none`` measures nothing and rewrites the table from raw.json.
-``--wait-quiet MINUTES`` first checks the host (off against off, churn on loopback, ~25 s) once a minute
+``--wait-quiet MINUTES`` first checks the host (off against off, churn on loopback, ~20 s) once a minute
 until agent-off req/s varies by less than the table's noise threshold, for at most MINUTES, then measures
 either way (the table flags a noisy run).
 Usage:  python -m bench [--pairs 60] [--seconds 0.5] [--sizes 1000,10000,100000] [--only PART] [--out DIR]

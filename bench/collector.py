@@ -99,10 +99,15 @@ def cpu_ms(fn: object) -> float:
     return (time.process_time() - t) * 1000
 
 
+def median_key(name: str) -> str:
+    """Key of the median beside a least-of-5 key: poll_ms -> poll_median_ms."""
+    return name.replace("_ms", "_median_ms")
+
+
 def least(name: str, runs: list[float]) -> dict[str, Any]:
     """The least of ``runs`` (the cost of the code: other tenants' load only adds CPU time), their median,
     and all of them."""
-    return {name: min(runs), name.replace("_ms", "_median_ms"): float(np.median(runs)), name + "_all": runs}
+    return {name: min(runs), median_key(name): float(np.median(runs)), name + "_all": runs}
 
 
 def served(agent: Agent, times: int) -> list[float]:
@@ -191,7 +196,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
     def cell(r: dict[str, Any], name: str, fmt: str) -> str:
         """least (median) of the 5 runs"""
-        return f"{r[name]:{fmt}} ({r[name.replace('_ms', '_median_ms')]:{fmt}})"
+        return f"{r[name]:{fmt}} ({r[median_key(name)]:{fmt}})"
     for r in rows:
         out.append(f"| {r['identity']} | {r['edges']:,} | {r['series']:,} | {r['samples']:,} | {r['first_ms']:.0f} | "
                    f"{cell(r, 'poll_ms', '.1f')} | {cell(r, 'render_ms', '.0f')} | {cell(r, 'scrape_ms', '.0f')} | "
