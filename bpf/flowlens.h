@@ -46,6 +46,9 @@ enum fl_stat {
 				    * its bytes, RTT and retransmits are not */
 	FL_STAT_CONNECT_UNTIMED = 5, /* connect counted without its duration: no
 				      * RTT sample and no first-SYN time */
+	FL_STAT_CLOSE_MISSED = 6,  /* a connection whose CLOSE no program saw
+				    * (recursion miss, programs detached): the
+				    * walk gave it its last flush */
 	FL_STATS = 8,
 };
 

@@ -432,9 +432,17 @@ int BPF_PROG(tcp_retransmit_skb, struct sock *sk)
  * programs were detached, as the bench does) the slot is stale.  Either
  * way the walk gives it a last flush without new counters (it counts the
  * handshake and takes it out of the gauge if no flush did: no-ops when the
- * CLOSE ran) and frees it.  A stale slot whose socket memory is not reused
- * yet still matches: the walk keeps reading the freed socket's final
- * counters, which adds nothing new, until the memory is reused.
+ * CLOSE ran) and frees it.
+ *
+ * A matching identity on a socket in TCP_CLOSE means its CLOSE is over:
+ * tcp_set_state() runs the tracepoint before it stores the new state, so
+ * our program had returned, or was skipped.  Skipped happens: a softirq
+ * that interrupts the program on its CPU finds it running and the kernel
+ * drops the nested run (recursion_misses), or the programs were detached
+ * (the bench).  The walk then gives the connection the last flush its
+ * CLOSE would have, from the final counters, counts FL_STAT_CLOSE_MISSED
+ * and frees the slot; until it did, such a connection stayed in the gauge
+ * until its socket's memory was reused (a CI run saw one left over).
  */
 static long flush_slot(__u64 i, void *unused)
 {
@@ -442,18 +450,29 @@ static long flush_slot(__u64 i, void *unused)
 	const struct tcp_sock *tp;
 	struct counters n;
 	struct fl_conn *c;
+	int gone;
 
 	c = bpf_map_lookup_elem(&conns, &idx);
 	if (!c || c->state != FL_SLOT_OPEN || /* plain read first: most slots are free */
 	    __sync_val_compare_and_swap(&c->state, FL_SLOT_OPEN, FL_SLOT_WALK) != FL_SLOT_OPEN)
 		return 0;
 	tp = bpf_rdonly_cast((void *)c->sk, bpf_core_type_id_kernel(struct tcp_sock));
-	live_counters(tp, c->edge.role, &n);
+	gone = tp->inet_conn.icsk_inet.sk.__sk_common.skc_state == TCP_CLOSE;
+	barrier(); /* the state first: once CLOSE, the counters read next are final */
+	if (gone)
+		final_counters(tp, &n);
+	else
+		live_counters(tp, c->edge.role, &n);
 	barrier();
 	if (sock_ident(&tp->inet_conn.icsk_inet.sk) == c->ident) {
-		flush(c, &n, 0);
-		if (__sync_val_compare_and_swap(&c->state, FL_SLOT_WALK, FL_SLOT_OPEN) == FL_SLOT_WALK)
-			return 0;
+		if (!gone) {
+			flush(c, &n, 0);
+			if (__sync_val_compare_and_swap(&c->state, FL_SLOT_WALK, FL_SLOT_OPEN) == FL_SLOT_WALK)
+				return 0;
+		} else if (c->live != FL_LIVE_CLOSED) { /* else its CLOSE ran and flushed */
+			stat_inc(FL_STAT_CLOSE_MISSED);
+			flush(c, &n, 1);
+		}
 	} else {
 		/* a last flush that adds no bytes and no RTT sample */
 		n = (struct counters){ .sent = c->sent, .recv = c->recv, .retrans = c->retrans };

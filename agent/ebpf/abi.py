@@ -17,7 +17,7 @@ HIST_MIN_SHIFT = 4  # first bound: 2**4 us = 16 us
 
 ROLE_UNKNOWN, ROLE_CLIENT, ROLE_SERVER = 0, 1, 2
 RESULTS = ("success", "refused", "timeout", "reset", "error")
-STATS = ("edge_full", "sk_nostorage", "rst_nosock", "udp_nopeer", "conn_full", "connect_untimed")
+STATS = ("edge_full", "sk_nostorage", "rst_nosock", "udp_nopeer", "conn_full", "connect_untimed", "close_missed")
 STATS_SLOTS = 8
 PROTO_TCP, PROTO_UDP = 6, 17
 

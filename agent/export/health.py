@@ -22,7 +22,9 @@ LOST = {"edge_full": "edge map full", "sk_nostorage": "no per-socket storage",
         "conn_full": "no free connection slot"}
 EVENTS = {"rst_nosock": "RST sent with no socket (closed port)",
           "udp_nopeer": "unconnected UDP call with unknown peer",
-          "connect_untimed": "connect counted without its duration (no RTT sample from the handshake)"}
+          "connect_untimed": "connect counted without its duration (no RTT sample from the handshake)",
+          "close_missed": "connection whose CLOSE no program saw (recursion miss, programs detached), "
+                          "closed by the poll-time walk"}
 
 
 @dataclass

@@ -33,15 +33,16 @@ def tcp_exact(pods: Pods, agent: AgentProc, host: str, port: int, n: int, req: i
         got = [one(m, f"flowlens_edge_{name}", **lab) for name in
                ("sent_bytes_total", "received_bytes_total", "active_connections")]
         got.append(one(m, "flowlens_edge_connections_total", result="success", **lab))
-        assert got == [n * req, n * resp, 0, n], (reporter, "sent/received/active/connections", got, health(m))
+        assert got == [n * req, n * resp, 0, n], f"{reporter} sent/received/active/connections {got}\n{health(m)}"
     return m
 
 
-def health(m: Sample) -> dict[str, float]:
-    """The agent's own loss and table counters, to say why an edge came out wrong."""
-    return {f"{name}{dict(lab)}": v for (name, lab), v in m.items()
-            if name.startswith(("flowlens_agent_lost", "flowlens_agent_map_entries", "flowlens_agent_polls",
-                                "flowlens_agent_kernel_events"))}
+def health(m: Sample) -> str:
+    """The agent's own loss, table and skipped-run counters, to say why an edge came out wrong: one line
+    each, in a string, which pytest prints whole (it cuts the repr of a long dict)."""
+    return "\n".join(f"{name}{dict(lab)} {v:g}" for (name, lab), v in sorted(m.items(), key=str)
+                     if name.startswith(("flowlens_agent_lost", "flowlens_agent_map_entries", "flowlens_agent_polls",
+                                         "flowlens_agent_kernel_events", "flowlens_agent_bpf_recursion_misses")))
 
 
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])

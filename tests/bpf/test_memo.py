@@ -34,7 +34,7 @@ def test_two_edges_closing_in_turn_on_one_cpu_are_exact(pods: Pods, agent: Agent
             got = [one(m, f"flowlens_edge_{name}", **lab) for name in
                    ("sent_bytes_total", "received_bytes_total", "active_connections")]
             got.append(one(m, "flowlens_edge_connections_total", result="success", **lab))
-            assert got == [N * REQ, N * RESP, 0, N], (port, reporter, got, health(m))
+            assert got == [N * REQ, N * RESP, 0, N], f"{port} {reporter} {got}\n{health(m)}"
         client = edge(port, "tcp", "client")
         # every connect timed once: the histogram buckets went through the memo and were folded whole
         assert one(m, "flowlens_edge_connect_duration_seconds_count", **client) == N

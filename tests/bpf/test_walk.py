@@ -10,6 +10,7 @@ the walk read live counters as lower bounds it counted a FIN as a byte on ~0.5% 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -70,6 +71,41 @@ def test_walk_in_a_tight_loop_leaves_every_edge_exact(loader: Loader) -> None:
             assert got[(p, role)] == [N * sent, N * recv, N, 0], (p, role, "sent/recv/connections/active")
     stats = EdgeMaps(loader.map_fd("edges"), loader.map_fd("stats"), 0, os.cpu_count() or 1).stats()
     assert stats == [0] * abi.STATS_SLOTS, dict(zip(abi.STATS, stats))
+
+
+
+def test_a_close_no_program_saw_is_flushed_by_the_next_walk(load_here: Callable[..., Loader]) -> None:
+    """Connections counted live, then closed while the programs are detached, so no CLOSE runs (as when the
+    kernel skips a nested run, recursion_misses): the next walk finds their sockets in TCP_CLOSE, gives each
+    the last flush its CLOSE would have (the FIN byte a live read leaves out, the gauge) and counts it.
+    Before, they stayed in the gauge until their sockets' memory was reused."""
+    loader = load_here(bpf_stats=False)
+    port, n = 8150, 4
+    with socket.create_server(("127.0.0.1", port)) as lst:
+        pairs = []
+        for _ in range(n):
+            cli = socket.create_connection(("127.0.0.1", port))
+            srv, _ = lst.accept()
+            pairs.append((cli, srv))
+        for cli, srv in pairs:
+            cli.sendall(b"q" * REQ)
+            assert srv.recv(REQ, socket.MSG_WAITALL) == b"q" * REQ
+            srv.sendall(b"r" * RESP)
+            assert cli.recv(RESP, socket.MSG_WAITALL) == b"r" * RESP
+        live = edge_rows(loader, (port,))  # a walk: every connection in the gauge
+        assert [live[(port, r)][3] for r in (abi.ROLE_CLIENT, abi.ROLE_SERVER)] == [n, n]
+        loader.detach()
+        for cli, srv in pairs:
+            srv.close()
+            cli.close()
+        wait_closed(port)
+    loader.attach()
+    got = edge_rows(loader, (port,))
+    assert got[(port, abi.ROLE_CLIENT)] == [n * REQ, n * RESP, n, 0], "client sent/recv/connections/active"
+    assert got[(port, abi.ROLE_SERVER)] == [n * RESP, n * REQ, n, 0], "server sent/recv/connections/active"
+    stats = dict(zip(abi.STATS, EdgeMaps(loader.map_fd("edges"), loader.map_fd("stats"), 0,
+                                         os.cpu_count() or 1).stats()))
+    assert stats["close_missed"] == 2 * n, stats
 
 
 def edge_rows(loader: Loader, ports: tuple[int, ...]) -> dict[tuple[int, int], list[int]]:

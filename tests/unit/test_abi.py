@@ -4,6 +4,7 @@ every struct's size and every field's offset, read from the objects' BTF."""
 from __future__ import annotations
 
 import ctypes
+import re
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,32 @@ def test_bucket_bounds_are_powers_of_two_from_16us() -> None:
     assert b[0] == 16e-6 and len(b) == abi.HIST_BUCKETS - 1
     assert all(b[i + 1] == 2 * b[i] for i in range(len(b) - 1))
     assert abi.VAL_WORDS * 8 == ctypes.sizeof(abi.EdgeVal)
+
+
+def header_constants() -> dict[str, int]:
+    """Every ``FL_*`` constant of bpf/flowlens.h (enumerators and #defines): name -> value.  Enum values
+    never reach BTF (no variable has their type), so the header is their only source."""
+    text = (Path(__file__).parents[2] / "bpf" / "flowlens.h").read_text()
+    return {name: int(v) for name, v in re.findall(r"\b(FL_\w+)\s*=?\s*(\d+)\b", text)}
+
+
+def named(prefix: str) -> dict[str, int]:
+    """The constants ``FL_<prefix>_*``: lower-cased suffix -> value."""
+    return {k[len(prefix) + 4:].lower(): v for k, v in header_constants().items() if k.startswith(f"FL_{prefix}_")}
+
+
+def by_value(consts: dict[str, int]) -> list[str]:
+    assert sorted(consts.values()) == list(range(len(consts))), consts
+    return sorted(consts, key=consts.__getitem__)
+
+
+def test_constants_match_the_header() -> None:
+    h = header_constants()
+    assert h["FL_STATS"] == abi.STATS_SLOTS and by_value(named("STAT")) == list(abi.STATS)
+    results = named("CONN")
+    assert results.pop("results") == len(abi.RESULTS) and by_value(results) == list(abi.RESULTS)
+    assert named("ROLE") == {"unknown": abi.ROLE_UNKNOWN, "client": abi.ROLE_CLIENT, "server": abi.ROLE_SERVER}
+    assert named("LIVE") == {"new": abi.LIVE_NEW, "counted": abi.LIVE_COUNTED, "closed": abi.LIVE_CLOSED}
+    assert named("SLOT") == {"free": abi.SLOT_FREE, "busy": abi.SLOT_BUSY, "open": abi.SLOT_OPEN,
+                             "walk": abi.SLOT_WALK, "closed": abi.SLOT_CLOSED}
+    assert named("HANDSHAKE") == {"untimed": abi.HANDSHAKE_UNTIMED, "timed": abi.HANDSHAKE_TIMED}
