@@ -158,7 +158,12 @@ def running(net: Net, port: int, shape: str) -> Iterator[None]:
         yield
     finally:
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=30)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # never leave a load running after the bench
+            proc.communicate()
+            raise
     rate(out)
 
 
