@@ -30,7 +30,8 @@ both ends of a connection (handshake, close) runs on its CPU, so every nanosecon
 us on that path shows up in the ratio.
 
 Experiments (root):  python -m bench.throughput [--nets loopback,pods] [--shapes churn] [--pairs 60]
-[--seconds 0.5] [--modes off,agent,again] [--settings '{"bpf_dir": "/tmp/variant"}']
+[--seconds 0.5] [--modes off,agent,again] [--settings '{"bpf_dir": "/tmp/variant"}']; two builds against
+each other on one load: python -m bench.ab (bench/ab.py).
 """
 
 from __future__ import annotations
@@ -217,16 +218,21 @@ def window(ld: Loader, net: load.Net, served: Callable[[], int], seconds: float,
     """Requests/s nginx served over ``seconds`` of ``mode``, counted once the mode is set up (the load runs
     throughout: wrk is never restarted between windows)."""
     if mode == "agent":
-        ld.attach()
-        try:
-            return counted(served, seconds)
-        finally:
-            ld.detach()
-            ld.flush()
+        return attached(ld, served, seconds)
     if mode == "capture":
         with load.capture(net):
             return counted(served, seconds)
     return counted(served, seconds)
+
+
+def attached(ld: Loader, served: Callable[[], int], seconds: float) -> float:
+    """:func:`counted` with ``ld``'s programs attached; detached after, and the walk run (outside the count)."""
+    ld.attach()
+    try:
+        return counted(served, seconds)
+    finally:
+        ld.detach()
+        ld.flush()
 
 
 def counted(served: Callable[[], int], seconds: float) -> float:
