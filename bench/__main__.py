@@ -89,6 +89,11 @@ def wait_quiet(minutes: float) -> bool:
         time.sleep(60)
 
 
+def unsettled(straddles: bool) -> str:
+    """Said of a verdict whose 95% interval reaches both sides of its budget."""
+    return ": not settled by this run" if straddles else ""
+
+
 def throughput_tables(res: dict[str, throughput.Shape]) -> tuple[str, list[tuple[str, str, bool]]]:
     out, verdicts = [], []
     out += ["| load | off req/s | agent req/s | tcpdump req/s | agent / off | tcpdump / off | agent overhead "
@@ -102,12 +107,12 @@ def throughput_tables(res: dict[str, throughput.Shape]) -> tuple[str, list[tuple
                    f"{rc:.3f} | {100 * (1 - ra):.1f}% | {100 * (1 - rc):.1f}% | {rounds} | {100 * r.noise():.1f}% |")
         want = RATIO[shape.split("/")[0]]
         lo, hi = r.ratio_ci("agent")
-        verdicts.append((f"{shape}: agent-on / agent-off >= {want}", f"{ra:.3f} (95% CI {lo:.3f}-{hi:.3f})",
-                         ra >= want))
+        verdicts.append((f"{shape}: agent-on / agent-off >= {want}", f"{ra:.3f} (95% CI {lo:.3f}-{hi:.3f}"
+                         f"{unsettled(lo < want <= hi)})", ra >= want))
         mlo, mhi = r.margin_ci()
         verdicts.append((f"{shape}: agent overhead <= 1/5 of tcpdump's", f"{100 * (1 - ra):.1f}% vs "
                          f"{100 * (1 - rc):.1f}% / 5 = {20 * (1 - rc):.1f}% (margin 95% CI {mlo:+.1f} to "
-                         f"{mhi:+.1f} points)", (1 - ra) <= (1 - rc) / 5))
+                         f"{mhi:+.1f} points{unsettled(mlo < 0 <= mhi)})", (1 - ra) <= (1 - rc) / 5))
     noisy = [f"{shape} {100 * r.noise():.0f}%" for shape, r in res.items() if r.noise() > NOISY]
     if noisy:
         out += ["", f"**Noisy machine**: agent-off req/s varied by {', '.join(noisy)} between windows "
