@@ -70,6 +70,7 @@ def loaded(specs: dict[str, str], stats: bool) -> Iterator[dict[str, Loader]]:
             ld = lds[name] = Loader(replace(load_options(Settings(**side(spec))), bpf_stats=stats))
             ld.load()
             ld.detach()
+            ld.sample_stats(False)  # load() turns bpf_stats on; ns_window turns it on for its window only
         yield lds
     finally:
         for ld in lds.values():
