@@ -70,19 +70,18 @@ def loaded(specs: dict[str, str], stats: bool) -> Iterator[dict[str, Loader]]:
             ld = lds[name] = Loader(replace(load_options(Settings(**side(spec))), bpf_stats=stats))
             ld.load()
             ld.detach()
-            ld.sample_stats(False)  # load() turns bpf_stats on; ns_window turns it on for its window only
+            ld.sample_stats(False)  # load() turns bpf_stats on; ns_per_run turns it on for its window only
         yield lds
     finally:
         for ld in lds.values():
             ld.close()
 
 
-def ns_window(ld: Loader, program: str, seconds: float) -> float:
-    """ns per run of ``program`` over ``seconds`` with ``ld`` attached and bpf_stats on."""
-    ld.attach()
+def ns_per_run(ld: Loader, program: str, seconds: float) -> float:
+    """ns per run of ``program`` over ``seconds`` with bpf_stats on (``ld`` attached: see :func:`attached`)."""
+    if not ld.sample_stats(True):
+        raise SystemExit("bench.ab: bpf_stats cannot be enabled here")
     try:
-        if not ld.sample_stats(True):
-            raise SystemExit("bench.ab: bpf_stats cannot be enabled here")
         runs = ld.run_stats()
         if program not in runs:
             raise SystemExit(f"bench.ab: --program {program!r} not loaded (have: {', '.join(sorted(runs))})")
@@ -91,8 +90,6 @@ def ns_window(ld: Loader, program: str, seconds: float) -> float:
         r1 = ld.run_stats()[program][1]
     finally:
         ld.sample_stats(False)
-        ld.detach()
-        ld.flush()
     return (r1.run_ns - r0.run_ns) / max(r1.runs - r0.runs, 1)
 
 
@@ -106,12 +103,12 @@ def run(a: argparse.Namespace) -> str:
         order = SIDES if a.measure == "ns" else ("off", *SIDES)
         for i in range(a.rounds):
             for m in order if i % 2 == 0 else order[::-1]:
-                if a.measure == "ns":
-                    got[m].append(ns_window(lds[m], a.program, a.seconds))
-                elif m == "off":
+                if m == "off":
                     got[m].append(counted(served, a.seconds))
+                elif a.measure == "ns":
+                    got[m].append(attached(lds[m], partial(ns_per_run, lds[m], a.program, a.seconds)))
                 else:
-                    got[m].append(attached(lds[m], served, a.seconds))
+                    got[m].append(attached(lds[m], partial(counted, served, a.seconds)))
     load_name = f"{a.shape}/{a.net}, {a.rounds} rounds of {a.seconds:g} s"
     if a.measure == "ns":
         diff = [b - x for x, b in zip(got["A"], got["B"])]

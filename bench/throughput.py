@@ -218,18 +218,18 @@ def window(ld: Loader, net: load.Net, served: Callable[[], int], seconds: float,
     """Requests/s nginx served over ``seconds`` of ``mode``, counted once the mode is set up (the load runs
     throughout: wrk is never restarted between windows)."""
     if mode == "agent":
-        return attached(ld, served, seconds)
+        return attached(ld, partial(counted, served, seconds))
     if mode == "capture":
         with load.capture(net):
             return counted(served, seconds)
     return counted(served, seconds)
 
 
-def attached(ld: Loader, served: Callable[[], int], seconds: float) -> float:
-    """:func:`counted` with ``ld``'s programs attached; detached after, and the walk run (outside the count)."""
+def attached(ld: Loader, measure: Callable[[], float]) -> float:
+    """``measure()`` with ``ld``'s programs attached; detached after, and the walk run (outside the measure)."""
     ld.attach()
     try:
-        return counted(served, seconds)
+        return measure()
     finally:
         ld.detach()
         ld.flush()
