@@ -29,6 +29,11 @@ bottleneck: it is on-CPU the whole window while the other core idles 10-25%, and
 both ends of a connection (handshake, close) runs on its CPU, so every nanosecond the kernel spends for
 us on that path shows up in the ratio.
 
+The VM's steal time (the ``cpu`` line of /proc/stat) is kept over each load's windows and over each agent
+window: time the hypervisor ran something else while a vCPU had work, the one part of the host's noise a
+guest can see.  bpf_stats times a run by the clock, so steal inside a run counts in its ns.  It explains
+little of the spread of the ratios (bench/changes.md item 18), so nothing is corrected for it.
+
 Experiments (root):  python -m bench.throughput [--nets loopback,pods] [--shapes churn] [--pairs 60]
 [--seconds 0.5] [--modes off,agent,again] [--settings '{"bpf_dir": "/tmp/variant"}']; two builds against
 each other on one load: python -m bench.ab (bench/ab.py).
@@ -41,7 +46,8 @@ import json
 import random
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -78,6 +84,28 @@ def cpu_seconds(before: dict[str, int], after: dict[str, int]) -> float:
     return sum(after[t] - before[t] for t in before.keys() & after.keys()) / 1e9
 
 
+def cpu_ticks(stat: Path = Path("/proc/stat")) -> tuple[int, int]:
+    """(stolen, all) clock ticks of the machine's CPUs since boot, from the ``cpu`` line of /proc/stat.
+    Steal is time the hypervisor gave a vCPU that had work to something else: 0 on bare metal."""
+    for line in stat.read_text().splitlines():
+        f = line.split()
+        if f and f[0] == "cpu":
+            ticks = [int(x) for x in f[1:9]]  # user nice system idle iowait irq softirq steal
+            return ticks[7], sum(ticks)
+    raise ValueError(f"{stat}: no 'cpu' line")
+
+
+@contextmanager
+def stolen(into: list[float], stat: Path = Path("/proc/stat")) -> Iterator[None]:
+    """Append to ``into`` the share of the machine's CPU time stolen by the hypervisor over the block."""
+    s0, t0 = cpu_ticks(stat)
+    try:
+        yield
+    finally:
+        s1, t1 = cpu_ticks(stat)
+        into.append((s1 - s0) / max(t1 - t0, 1))
+
+
 def bpf_runs(s: Sample) -> dict[str, tuple[float, float]]:
     """program -> (ns, runs) from the agent's flowlens_agent_bpf_* counters."""
     out: dict[str, tuple[float, float]] = {}
@@ -98,6 +126,8 @@ class Shape:
     rss_mb: list[float] = field(default_factory=list)
     sampled: list[float] = field(default_factory=list)  # seconds bpf_stats was on in each agent window
     bpf: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # program -> [(ns, runs)]
+    steal: list[float] = field(default_factory=list)  # VM steal over the load's windows (none before 2026-12-01 22:00)
+    agent_steal: list[float] = field(default_factory=list)  # VM steal over each agent window
 
     def ratios(self, mode: str) -> list[float]:
         return [m / o for m, o in zip(self.rps[mode], self.rps["off"])]
@@ -164,7 +194,8 @@ def agent_window(agent: AgentProc, net: load.Net, port: int, shape: str, seconds
     s0 = agent.samples()
     cpu0 = task_cpu(pid)
     t0 = time.monotonic()
-    rps = load.wrk(net, port, shape, seconds)
+    with stolen(out.agent_steal):
+        rps = load.wrk(net, port, shape, seconds)
     cpu, wall = cpu_seconds(cpu0, task_cpu(pid)), time.monotonic() - t0
     s1 = agent.samples()
     out.millicores.append(1000 * cpu / wall)
@@ -201,7 +232,7 @@ def measure(pairs: int, seconds: float, nets: tuple[str, ...] = load.NETS, shape
                 served = partial(load.served, Path(d))
                 for shape in shapes:
                     res = results[f"{shape}/{name}"] = Shape()
-                    with load.running(net, port, shape):
+                    with load.running(net, port, shape), stolen(res.steal):
                         for i in range(triples(pairs, shape)):
                             # forward, then backward: a drift across a triple cancels over two
                             for mode in modes if i % 2 == 0 else modes[::-1]:
@@ -261,7 +292,8 @@ def main() -> None:
         line = ", ".join(f"{m}/off {r.ratio(m):.3f} ({' '.join(f'{x:.3f}' for x in r.ratios(m))})" for m in modes[1:])
         bpf = ", ".join(f"{p} {r.ns_per_event(p):.0f} ns x {r.events_per_s(p):,.0f}/s" for p in sorted(r.bpf)
                         if r.events_per_s(p) >= 1000)
-        print(f"{key}: {line}; off IQR {100 * r.noise():.1f}%" + (f"; {bpf}" if bpf else ""))
+        print(f"{key}: {line}; off IQR {100 * r.noise():.1f}%; VM steal {100 * median(r.steal):.1f}%"
+              + (f"; {bpf}" if bpf else ""))
 
 
 if __name__ == "__main__":
