@@ -81,7 +81,7 @@ def wait_quiet(minutes: float) -> bool:
         aa = throughput.measure(10, throughput.WINDOW_S, ("loopback",), ("churn",), ("off", "again"),
                                 log=lambda *a: None)["churn/loopback"]
         print(f"host check: agent-off req/s interquartile range {100 * aa.noise():.1f}% "
-              f"(quiet below {100 * NOISY:.0f}%), VM steal {share(aa.steal)}", flush=True)
+              f"(quiet below {100 * NOISY:.0f}%), VM steal {throughput.share(aa.steal)}", flush=True)
         if aa.noise() <= NOISY:
             return True
         if time.monotonic() + 60 > deadline:
@@ -92,11 +92,6 @@ def wait_quiet(minutes: float) -> bool:
 def unsettled(straddles: bool) -> str:
     """Said of a verdict whose 95% interval reaches both sides of its budget."""
     return ": not settled by this run" if straddles else ""
-
-
-def share(xs: list[float]) -> str:
-    """Median of fractions as a percentage; n/a for runs from before they were kept."""
-    return f"{100 * median(xs):.1f}%" if xs else "n/a"
 
 
 def throughput_tables(res: dict[str, throughput.Shape]) -> tuple[str, list[tuple[str, str, bool]]]:
@@ -110,7 +105,7 @@ def throughput_tables(res: dict[str, throughput.Shape]) -> tuple[str, list[tuple
         rounds = "{:.3f}-{:.3f}".format(*r.spread("agent"))
         out.append(f"| {shape} | {med['off']:,.0f} | {med['agent']:,.0f} | {med['capture']:,.0f} | {ra:.3f} | "
                    f"{rc:.3f} | {100 * (1 - ra):.1f}% | {100 * (1 - rc):.1f}% | {rounds} | {100 * r.noise():.1f}% | "
-                   f"{share(r.steal)} |")
+                   f"{throughput.share(r.steal)} |")
         want = RATIO[shape.split("/")[0]]
         lo, hi = r.ratio_ci("agent")
         verdicts.append((f"{shape}: agent-on / agent-off >= {want}", f"{ra:.3f} (95% CI {lo:.3f}-{hi:.3f}"
@@ -124,14 +119,15 @@ def throughput_tables(res: dict[str, throughput.Shape]) -> tuple[str, list[tuple
         out += ["", f"**Noisy machine**: agent-off req/s varied by {', '.join(noisy)} between windows "
                 f"(interquartile range above {100 * NOISY:.0f}%); a ratio closer to its budget than that says "
                 "little. Re-run on a quiet machine."]
-        steal = [f"{shape} {share(r.steal)}" for shape, r in res.items() if r.steal]
+        steal = [f"{shape} {throughput.share(r.steal)}" for shape, r in res.items() if r.steal]
         if steal:
             out[-1] += f" The hypervisor took this share of the VM's CPU time meanwhile: {', '.join(steal)}."
     out += ["", "Agent process under each load (one 5 s window; CPU = on-CPU time of all its threads over "
             "the wrk window, from schedstat; VM steal over the same window):", "",
             "| load | agent CPU millicores | agent peak RSS MB | VM steal |", "|---|---:|---:|---:|"]
     for shape, r in res.items():
-        out.append(f"| {shape} | {median(r.millicores):.1f} | {max(r.rss_mb):.0f} | {share(r.agent_steal)} |")
+        out.append(f"| {shape} | {median(r.millicores):.1f} | {max(r.rss_mb):.0f} | "
+                   f"{throughput.share(r.agent_steal)} |")
     out += ["", "Kernel cost per program (bpf_stats run_time_ns / run_cnt over all agent windows, timed by the "
             "clock: VM steal inside a run counts; the budget "
             f"applies to programs above {HOT:,.0f} events/s):", "",

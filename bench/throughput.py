@@ -106,6 +106,11 @@ def stolen(into: list[float], stat: Path = Path("/proc/stat")) -> Iterator[None]
         into.append((s1 - s0) / max(t1 - t0, 1))
 
 
+def share(xs: list[float]) -> str:
+    """Median of fractions as a percentage; n/a for runs from before they were kept."""
+    return f"{100 * median(xs):.1f}%" if xs else "n/a"
+
+
 def bpf_runs(s: Sample) -> dict[str, tuple[float, float]]:
     """program -> (ns, runs) from the agent's flowlens_agent_bpf_* counters."""
     out: dict[str, tuple[float, float]] = {}
@@ -292,7 +297,7 @@ def main() -> None:
         line = ", ".join(f"{m}/off {r.ratio(m):.3f} ({' '.join(f'{x:.3f}' for x in r.ratios(m))})" for m in modes[1:])
         bpf = ", ".join(f"{p} {r.ns_per_event(p):.0f} ns x {r.events_per_s(p):,.0f}/s" for p in sorted(r.bpf)
                         if r.events_per_s(p) >= 1000)
-        print(f"{key}: {line}; off IQR {100 * r.noise():.1f}%; VM steal {100 * median(r.steal):.1f}%"
+        print(f"{key}: {line}; off IQR {100 * r.noise():.1f}%; VM steal {share(r.steal)}"
               + (f"; {bpf}" if bpf else ""))
 
 
