@@ -48,8 +48,8 @@ class Settings(BaseModel):
     listen: str = Field("0.0.0.0:9464", description="host:port of the metrics server")
     poll_interval: float = Field(5.0, gt=0, le=300, description="seconds between map polls")
     edge_map_size: int = Field(16384, ge=64, le=4_194_304, description="max edges in the kernel map")
-    conn_map_size: int = Field(65536, ge=64, le=4_194_304, description="max TCP connections tracked at once "
-                               "(kernel memory: 6.8 MB at 65536)")
+    conn_map_size: int = Field(65536, ge=64, le=4_194_304, description="max TCP connections tracked at once, "
+                               "a power of two (kernel memory: 6.8 MB at 65536)")
     idle_polls: int = Field(12, ge=1, description="polls an unchanged, inactive edge stays in the kernel map")
     names: list[NameRule] = Field(default_factory=list, description="named CIDRs, longest prefix wins")
     cgroup_root: str = Field("auto", description="cgroup v2 mount, 'auto' = first cgroup2 in /proc/mounts")
@@ -84,6 +84,14 @@ class Settings(BaseModel):
         host, sep, port = v.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError(f"expected host:port, got {v!r}")
+        return v
+
+    @field_validator("conn_map_size")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        # the kernel side wraps a slot index with a mask (bpf/common.h conn_slot)
+        if v & (v - 1):
+            raise ValueError(f"must be a power of two (65536, 131072, ...), got {v}")
         return v
 
     @field_validator("disable", "enable")

@@ -248,17 +248,28 @@ static __always_inline void hist_add(__u64 *hist, __u64 us)
 }
 
 /*
- * Slots a connection may take: its socket address's home slot, then the next
- * ones.  By address, not by socket cookie: the slab hands a closed socket's memory
+ * Slots a connection may take: CONN_NEAR slots from its near home, then
+ * CONN_PROBES - CONN_NEAR from its far home, both from the socket's address.
+ * By address, not by socket cookie: the slab hands a closed socket's memory
  * to the next socket of its CPU, so under churn the same few slots are
- * claimed and freed again while still in the cache.  Cookies, which only
- * grow, walked the whole 6.8 MB table and every claim missed the cache: the
- * compare-and-swap that claims a slot was a third of the program's perf
- * samples, and homing by address took 118-121 ns per run to 101-103
- * (bench/changes.md item 11).  A slot still held by a long-lived connection
- * moves a claim one slot on.
+ * claimed and freed again.  Cookies, which only grow, walked the whole
+ * 6.8 MB table (bench/changes.md item 11).
+ *
+ * The near home keeps the address's order: bits 11 and up (a tcp_sock is
+ * 2.2-2.5 KB, so two live sockets never share them), modulo the table, so
+ * sockets of one slab page land in neighbouring slots and the few hundred
+ * slots of a node's live connections sit on a few pages of the table.  A
+ * hash spread them one per 4 KB page, and each claim and each CLOSE then
+ * paid a TLB miss on top of the cache miss (in a VM a two-level page walk):
+ * a table of 512-2048 slots was ~15 ns per run cheaper than one of 65,536
+ * with the same slots in use, and near homes bought the same on the full
+ * table: 22-31 ns per run between pods, 21 on loopback (bench/changes.md
+ * item 19).  The far home is a Fibonacci hash: sockets of two slab pages
+ * 2^11 x n bytes apart share near homes, and their runs of taken slots
+ * would otherwise push each other past the last probe.
  */
 #define CONN_PROBES 8
+#define CONN_NEAR 4
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -267,11 +278,14 @@ struct {
 	__type(value, __u64);
 } scratch SEC(".maps");
 
-/* Home of socket `sk`: a 32-bit hash of its address, which conn_slot scales
- * onto the table.  The verifier allows no shift or multiply on a pointer,
- * but a pointer stored into a map value (we are privileged: CAP_PERFMON)
- * reads back as a plain number. */
-static __always_inline __u32 conn_home(const struct sock *sk)
+struct home {
+	__u32 near, far;
+};
+
+/* Homes of socket `sk` (see above).  The verifier allows no shift or
+ * multiply on a pointer, but a pointer stored into a map value (we are
+ * privileged: CAP_PERFMON) reads back as a plain number. */
+static __always_inline struct home conn_home(const struct sock *sk)
 {
 	volatile __u64 *s;
 	__u32 zero = 0;
@@ -279,22 +293,29 @@ static __always_inline __u32 conn_home(const struct sock *sk)
 
 	s = bpf_map_lookup_elem(&scratch, &zero);
 	if (!s)
-		return 0;
+		return (struct home){};
 	*s = (__u64)sk;
 	a = *s;
-	/* Fibonacci hashing of the 64-byte-aligned address: sockets sit ~2 KB apart */
-	return (__u32)(((a >> 6) * 0x9E3779B97F4A7C15ULL) >> 32);
+	return (struct home){
+		.near = a >> 11,
+		.far = ((a >> 6) * 0x9E3779B97F4A7C15ULL) >> 32, /* Fibonacci hashing */
+	};
 }
 
-/* Slot `i` after the home slot of hash `home`: home scaled onto the table by
- * a multiply and shift (no division: `%` cost a 32-bit div per probe). */
-static __always_inline struct fl_conn *conn_slot(__u32 home, __u32 i)
+/* Probe `i` of home `h`.  The table is a power of two (the agent's settings
+ * check conn_map_size), so the near probes wrap with a mask; the far home is
+ * scaled onto it by a multiply and shift (`%` cost a 32-bit div per probe). */
+static __always_inline struct fl_conn *conn_slot(struct home h, __u32 i)
 {
-	__u32 n = cfg.conn_slots;
-	__u32 idx = (((__u64)home * n) >> 32) + i;
+	__u32 n = cfg.conn_slots, idx;
 
-	if (idx >= n)
-		idx -= n;
+	if (i < CONN_NEAR) {
+		idx = (h.near + i) & (n - 1);
+	} else {
+		idx = (((__u64)h.far * n) >> 32) + i - CONN_NEAR;
+		if (idx >= n)
+			idx -= n;
+	}
 	return bpf_map_lookup_elem(&conns, &idx);
 }
 
@@ -321,7 +342,7 @@ static __always_inline __u64 sock_ident(const struct sock *sk)
  * the same address whose CLOSE we missed (programs detached). */
 static __always_inline struct fl_conn *conn_find(const struct sock *sk, __u64 ident)
 {
-	__u32 home = conn_home(sk);
+	struct home home = conn_home(sk);
 	struct fl_conn *c;
 
 	for (__u32 i = 0; i < CONN_PROBES; i++) {

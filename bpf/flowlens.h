@@ -108,7 +108,8 @@ struct fl_config {
 
 /* fl_conn.state: who may touch a `conns` slot */
 #define FL_SLOT_FREE 0     /* claimable by an ESTABLISHED */
-#define FL_SLOT_BUSY 1     /* claimed, being written */
+#define FL_SLOT_BUSY 1     /* claimed and being written (ESTABLISHED), or
+			    * being flushed and freed by its CLOSE */
 #define FL_SLOT_OPEN 2     /* a live connection: flushed by the poll-time walk,
 			    * flushed and freed by its CLOSE */
 #define FL_SLOT_WALK 3     /* OPEN, being flushed by the walk: its CLOSE still

@@ -66,20 +66,38 @@ static __always_inline __u32 failure(int err)
 	}
 }
 
+/*
+ * Release store: the stores before it are seen before it.  x86 keeps stores
+ * in order, so there a plain store does, behind a compiler barrier; an
+ * atomic exchange, what other architectures need (clang 14 has no BPF
+ * store-release), drains the store buffer: a locked instruction, ~20-30
+ * cycles each, several per connection (bench/changes.md item 19).
+ */
+#if defined(__TARGET_ARCH_x86)
+#define release(p, v) ({ barrier(); *(volatile __u32 *)(p) = (v); })
+#else
+#define release(p, v) __sync_lock_test_and_set((p), (v))
+#endif
+
+/* Swap `v` into a slot's word and return the old value; a plain read when
+ * the caller owns the slot (`own`: the walk cannot be flushing it too, and
+ * nothing reads the word before the slot is claimed and written again). */
+#define take(p, v, own) ((own) ? *(p) : __sync_lock_test_and_set((p), (v)))
+
 /* Swap in the counter's new value; what it grew by since the last swap.
  * Both the CLOSE transition and the walk may flush one connection at once:
  * the atomic swap gives every byte to exactly one of them. */
-static __always_inline __u64 growth(__u64 *seen, __u64 now)
+static __always_inline __u64 growth(__u64 *seen, __u64 now, int own)
 {
-	__u64 old = __sync_lock_test_and_set(seen, now);
+	__u64 old = take(seen, now, own);
 
 	return (__s64)(now - old) > 0 ? now - old : 0;
 }
 
 /* The same, with the growth added to the edge word (memo.h add_if). */
-static __always_inline void advance(__u64 *seen, __u64 now, __u64 *word)
+static __always_inline void advance(__u64 *seen, __u64 now, __u64 *word, int own)
 {
-	add_if(word, growth(seen, now));
+	add_if(word, growth(seen, now, own));
 }
 
 /* Count a handshake (FL_HANDSHAKE_*) on the edge `v`. */
@@ -144,9 +162,9 @@ static __always_inline void live_counters(const struct tcp_sock *tp, __u8 role, 
 /*
  * Add what `n` grew since the last flush of `c` to its edge.  The CLOSE and
  * a walk may flush one connection at once: the swaps give every byte, the
- * handshake and the gauge to exactly one of them.
+ * handshake and the gauge to exactly one of them (plain reads if `own`).
  */
-static __always_inline void flush(struct fl_conn *c, const struct counters *n, int closing)
+static __always_inline void flush(struct fl_conn *c, const struct counters *n, int closing, int own)
 {
 	struct fl_edge_val *v;
 	__u64 hs;
@@ -154,18 +172,18 @@ static __always_inline void flush(struct fl_conn *c, const struct counters *n, i
 	v = edge_val(&c->edge);
 	if (!v)
 		return;
-	hs = __sync_lock_test_and_set(&c->handshake, 0);
+	hs = take(&c->handshake, 0, own);
 	if (hs)
 		count_handshake(v, hs);
 	if (closing) {
-		if (__sync_lock_test_and_set(&c->live, FL_LIVE_CLOSED) == FL_LIVE_COUNTED)
+		if (take(&c->live, FL_LIVE_CLOSED, own) == FL_LIVE_COUNTED)
 			__sync_fetch_and_sub(&v->active, 1);
 	} else if (__sync_val_compare_and_swap(&c->live, FL_LIVE_NEW, FL_LIVE_COUNTED) == FL_LIVE_NEW) {
 		__sync_fetch_and_add(&v->active, 1);
 	}
-	advance(&c->sent, n->sent, &v->sent_bytes);
-	advance(&c->recv, n->recv, &v->recv_bytes);
-	advance(&c->retrans, n->retrans, &v->retrans);
+	advance(&c->sent, n->sent, &v->sent_bytes, own);
+	advance(&c->recv, n->recv, &v->recv_bytes, own);
+	advance(&c->retrans, n->retrans, &v->retrans, own);
 	if (n->srtt_us) { /* 0: no RTT sample yet */
 		__sync_fetch_and_add(&v->rtt_sum_us, n->srtt_us);
 		hist_add(v->rtt_hist, n->srtt_us);
@@ -174,10 +192,11 @@ static __always_inline void flush(struct fl_conn *c, const struct counters *n, i
 
 /*
  * The last flush of a closing connection, into this CPU's memo: the same
- * swaps on the slot as flush() (the walk may be flushing it), plain adds
- * on the memo.  0 if the walk holds the memo: the caller then flushes.
+ * swaps on the slot as flush() (the walk may be flushing it) unless `own`,
+ * plain adds on the memo.  0 if the walk holds the memo: the caller then
+ * flushes.
  */
-static __always_inline int memo_close(struct fl_conn *c, const struct counters *n)
+static __always_inline int memo_close(struct fl_conn *c, const struct counters *n, int own)
 {
 	__u32 idx = memo_index(&c->edge);
 	struct memo *m = bpf_map_lookup_elem(&memos, &idx);
@@ -198,7 +217,7 @@ static __always_inline int memo_close(struct fl_conn *c, const struct counters *
 	if (!m->n)
 		m->key = c->edge;
 	m->n += 1;
-	hs = __sync_lock_test_and_set(&c->handshake, 0);
+	hs = take(&c->handshake, 0, own);
 	if (hs) {
 		m->conns += 1;
 		if (hs > FL_HANDSHAKE_UNTIMED) {
@@ -206,16 +225,16 @@ static __always_inline int memo_close(struct fl_conn *c, const struct counters *
 			memo_hist(m, m->connect_hist, 0, hs - FL_HANDSHAKE_TIMED);
 		}
 	}
-	if (__sync_lock_test_and_set(&c->live, FL_LIVE_CLOSED) == FL_LIVE_COUNTED)
+	if (take(&c->live, FL_LIVE_CLOSED, own) == FL_LIVE_COUNTED)
 		m->active -= 1;
-	m->sent += growth(&c->sent, n->sent);
-	m->recv += growth(&c->recv, n->recv);
-	m->retrans += growth(&c->retrans, n->retrans);
+	m->sent += growth(&c->sent, n->sent, own);
+	m->recv += growth(&c->recv, n->recv, own);
+	m->retrans += growth(&c->retrans, n->retrans, own);
 	if (n->srtt_us) {
 		m->rtt_sum_us += n->srtt_us;
 		memo_hist(m, m->rtt_hist, 32, n->srtt_us);
 	}
-	__sync_lock_test_and_set(&m->lock, MEMO_FREE); /* orders the adds before it */
+	release(&m->lock, MEMO_FREE); /* the walk reads the adds once it sees FREE */
 	return 1;
 }
 
@@ -302,14 +321,16 @@ static __always_inline void established(struct sock *sk, __u8 role)
 {
 	const struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
 	__u64 hs = role == FL_ROLE_CLIENT ? handshake(sk, tp) : FL_HANDSHAKE_UNTIMED;
-	__u32 home = conn_home(sk);
+	struct home home = conn_home(sk);
 	struct fl_edge_key key;
 	struct fl_edge_val *v;
 	struct fl_conn *c;
 
 	for (__u32 i = 0; i < CONN_PROBES; i++) {
 		c = conn_slot(home, i);
-		if (!c || __sync_val_compare_and_swap(&c->state, FL_SLOT_FREE, FL_SLOT_BUSY) != FL_SLOT_FREE)
+		/* a plain read first: no locked instruction on a taken slot */
+		if (!c || c->state != FL_SLOT_FREE ||
+		    __sync_val_compare_and_swap(&c->state, FL_SLOT_FREE, FL_SLOT_BUSY) != FL_SLOT_FREE)
 			continue;
 		tcp_key(&c->edge, sk, role);
 		c->ident = sock_ident(sk);
@@ -319,7 +340,7 @@ static __always_inline void established(struct sock *sk, __u8 role)
 		c->recv = 0;
 		c->retrans = 0;
 		c->live = FL_LIVE_NEW;
-		__sync_lock_test_and_set(&c->state, FL_SLOT_OPEN); /* publish */
+		release(&c->state, FL_SLOT_OPEN); /* publish */
 		return;
 	}
 	stat_inc(FL_STAT_CONN_FULL);
@@ -330,9 +351,13 @@ static __always_inline void established(struct sock *sk, __u8 role)
 }
 
 /*
- * Connection over: the last flush, then the slot is free again - unless
- * the walk holds it (FL_SLOT_WALK), which then frees it when done, so a
- * slot is never claimed by another connection under the walk's feet.
+ * Connection over: the last flush, then the slot is free again.  Usually
+ * the slot is OPEN and the CLOSE takes it (BUSY): then the walk, which
+ * takes only OPEN slots, cannot flush it meanwhile, and the flush reads the
+ * slot with plain loads - one locked instruction on the slot instead of
+ * six (bench/changes.md item 19).  If the walk holds it (FL_SLOT_WALK), the
+ * flush swaps, and the walk frees the slot when done, so a slot is never
+ * claimed by another connection under the walk's feet.
  * Each retry means the walk took and gave back the slot between our two
  * compare-and-swaps; it visits a slot once per poll, so one retry is
  * already unlikely and the bound is for the verifier.  Should all fail,
@@ -350,8 +375,14 @@ static __always_inline void closed(struct sock *sk)
 	/* sock_proto() checked a TCP stream socket: a tcp_sock, no helper call */
 	tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
 	final_counters(tp, &n);
-	if (!memo_close(c, &n))
-		flush(c, &n, 1);
+	if (__sync_val_compare_and_swap(&c->state, FL_SLOT_OPEN, FL_SLOT_BUSY) == FL_SLOT_OPEN) {
+		if (!memo_close(c, &n, 1))
+			flush(c, &n, 1, 1);
+		release(&c->state, FL_SLOT_FREE);
+		return;
+	}
+	if (!memo_close(c, &n, 0))
+		flush(c, &n, 1, 0);
 	for (int i = 0; i < 4; i++) {
 		if (__sync_val_compare_and_swap(&c->state, FL_SLOT_OPEN, FL_SLOT_FREE) == FL_SLOT_OPEN ||
 		    __sync_val_compare_and_swap(&c->state, FL_SLOT_WALK, FL_SLOT_CLOSED) == FL_SLOT_WALK)
@@ -466,17 +497,17 @@ static long flush_slot(__u64 i, void *unused)
 	barrier();
 	if (sock_ident(&tp->inet_conn.icsk_inet.sk) == c->ident) {
 		if (!gone) {
-			flush(c, &n, 0);
+			flush(c, &n, 0, 0);
 			if (__sync_val_compare_and_swap(&c->state, FL_SLOT_WALK, FL_SLOT_OPEN) == FL_SLOT_WALK)
 				return 0;
 		} else if (c->live != FL_LIVE_CLOSED) { /* else its CLOSE ran and flushed */
 			stat_inc(FL_STAT_CLOSE_MISSED);
-			flush(c, &n, 1);
+			flush(c, &n, 1, 0);
 		}
 	} else {
 		/* a last flush that adds no bytes and no RTT sample */
 		n = (struct counters){ .sent = c->sent, .recv = c->recv, .retrans = c->retrans };
-		flush(c, &n, 1);
+		flush(c, &n, 1, 0);
 	}
 	__sync_lock_test_and_set(&c->state, FL_SLOT_FREE); /* CLOSED, or stale */
 	return 0;

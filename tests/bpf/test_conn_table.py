@@ -5,8 +5,8 @@ than twice: every slot must be freed at its connection's close and claimed again
 `conn_full` and lose their bytes.  Not smaller: with two busy loops competing for this VM's 2 cores, the
 server's FINs lagged until 28 connections at a time sat in FIN-WAIT-2 / LAST-ACK (56 slots, seen with
 ss), and 64 and then 128 slots overflowed; 256 overflowed in one of six full runs on a noisy host
-(conn_full 3, 2026-12-01): a slot's home is a hash of the socket's address and a claim probes 8 slots,
-so near half full a run of 8 taken slots is no longer rare.
+(conn_full 3, 2026-12-01): a claim probes 8 slots (4 from the socket's address order, 4 from a hash of
+it, bpf/common.h conn_slot), so near half full all 8 taken is no longer rare.
 Ground truth: the bytes the test moved, and the slots themselves read back with bpftool after the last
 poll."""
 

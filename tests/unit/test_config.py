@@ -32,6 +32,7 @@ def test_precedence_file_env_flags(tmp_path: Path) -> None:
     ("disable: [bogus]\n", "unknown feature 'bogus'"),
     ("enable: [traffic]\n", "enable"),
     ("conn_map_size: 10\n", "conn_map_size"),
+    ("conn_map_size: 100000\n", "conn_map_size"),
     ("- a list\n", "mapping"),
     ("a: [\n", "not valid YAML"),
 ])
