@@ -255,18 +255,19 @@ static __always_inline void hist_add(__u64 *hist, __u64 us)
  * claimed and freed again.  Cookies, which only grow, walked the whole
  * 6.8 MB table (bench/changes.md item 11).
  *
- * The near home keeps the address's order: bits 11 and up (a tcp_sock is
- * 2.2-2.5 KB, so two live sockets never share them), modulo the table, so
- * sockets of one slab page land in neighbouring slots and the few hundred
- * slots of a node's live connections sit on a few pages of the table.  A
- * hash spread them one per 4 KB page, and each claim and each CLOSE then
- * paid a TLB miss on top of the cache miss (in a VM a two-level page walk):
- * a table of 512-2048 slots was ~15 ns per run cheaper than one of 65,536
- * with the same slots in use, and near homes bought the same on the full
- * table: 22-31 ns per run between pods, 21 on loopback (bench/changes.md
- * item 19).  The far home is a Fibonacci hash: sockets of two slab pages
- * 2^11 x n bytes apart share near homes, and their runs of taken slots
- * would otherwise push each other past the last probe.
+ * The near home keeps the address's order: bits 11 and up (a tcp_sock
+ * takes 2,368-2,496 B of its slab, so no two share them), modulo the table,
+ * so sockets of one slab page land in neighbouring slots and the few
+ * hundred slots of a node's live connections sit on a few pages of the
+ * table.  A hash spread them one per 4 KB page (the table is vmalloc'd),
+ * and each claim and each CLOSE most likely paid a TLB miss on top of the
+ * cache miss (in a VM a two-level page walk): a table of 512-2048 slots was
+ * ~15 ns per run cheaper than one of 65,536 with the same slots in use, and
+ * near homes bought as much on the full table, 16-20 ns per run between
+ * pods (bench/changes.md item 19).  The far home is a Fibonacci hash:
+ * sockets of two slab pages 2^11 x n bytes apart share near homes, and
+ * their runs of taken slots would otherwise push each other past the last
+ * probe.
  */
 #define CONN_PROBES 8
 #define CONN_NEAR 4

@@ -511,7 +511,7 @@ static long flush_slot(__u64 i, void *unused)
 		n = (struct counters){ .sent = c->sent, .recv = c->recv, .retrans = c->retrans };
 		flush(c, &n, 1, 0);
 	}
-	__sync_lock_test_and_set(&c->state, FL_SLOT_FREE); /* CLOSED, or stale */
+	release(&c->state, FL_SLOT_FREE); /* CLOSED, or stale */
 	return 0;
 }
 
@@ -534,7 +534,7 @@ static long fold_cpu(__u64 i, void *unused)
 		if (__sync_val_compare_and_swap(&m->lock, MEMO_FREE, MEMO_WALK) == MEMO_FREE) {
 			if (m->n)
 				fold(m);
-			__sync_lock_test_and_set(&m->lock, MEMO_FREE);
+			release(&m->lock, MEMO_FREE);
 			return 0;
 		}
 	}
