@@ -76,7 +76,7 @@ static __always_inline __u32 failure(int err)
  * between pods (bench/changes.md item 19).
  */
 #if defined(__TARGET_ARCH_x86)
-#define release(p, v) ({ barrier(); *(volatile __u32 *)(p) = (v); })
+#define release(p, v) ({ barrier(); *(volatile typeof(*(p)) *)(p) = (v); })
 #else
 #define release(p, v) __sync_lock_test_and_set((p), (v))
 #endif
