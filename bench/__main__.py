@@ -154,6 +154,7 @@ def main() -> None:
     ap.add_argument("--wait-quiet", type=float, default=0, metavar="MINUTES",
                     help="wait up to MINUTES for a quiet host before the throughput part")
     a = ap.parse_args()
+    load.exit_on_sigterm()
     if os.geteuid() != 0 and a.only != "none":
         raise SystemExit("bench: run as root (BPF programs, tcpdump)")
     parts: dict[str, dict[str, Any]] = {}

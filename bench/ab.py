@@ -133,6 +133,7 @@ def main() -> None:
     ap.add_argument("--measure", choices=("ns", "throughput"), default="ns")
     ap.add_argument("--program", default="inet_sock_set_state")
     a = ap.parse_args()
+    load.exit_on_sigterm()
     if a.rounds < 2 or a.seconds <= 0:
         raise SystemExit("bench.ab: --rounds must be >= 2 and --seconds > 0")
     print(run(a), flush=True)

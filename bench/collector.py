@@ -51,6 +51,7 @@ from agent.ebpf import abi
 from agent.ebpf.libbpf import check, lib
 from agent.export.server import MetricsServer
 from agent.run import Agent, trim
+from bench import load
 from tests.k8s.apiserver import ApiServer
 from tests.k8s.objects import NODES, PODS, node, pod, wait_until
 
@@ -269,6 +270,7 @@ def main() -> None:
     ap.add_argument("--identity", default="standalone", help=argparse.SUPPRESS)
     ap.add_argument("--kubeconfig", default="", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    load.exit_on_sigterm()
     if a.one:
         print(json.dumps(one(a.one, a.identity, a.kubeconfig)))
         return

@@ -30,6 +30,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -77,6 +78,14 @@ class Net:
     client: tuple[str, ...]
     ip: str
     iface: str
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM (``kill``, ``timeout``) unwind the bench as Ctrl-C does, through every ``finally``: wrk,
+    nginx and tcpdump stopped, the pods' namespaces and bridge removed, the programs detached.  Python's
+    default is to die at once: a bench killed in its host checks left wrk (started for an hour) and nginx
+    running (2026-12-02).  Exit status 128 + 15, as a shell reports a process killed by SIGTERM."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def need(*tools: str) -> None:

@@ -289,6 +289,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=WINDOW_S)
     ap.add_argument("--settings", type=json.loads, default={}, help="agent settings (JSON) over its defaults")
     a = ap.parse_args()
+    load.exit_on_sigterm()
     modes = tuple(a.modes.split(","))
     if modes[0] != "off":
         raise SystemExit("--modes: must start with off (ratios are over it)")
