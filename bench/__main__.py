@@ -31,7 +31,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from bench import collector, load, throughput
+from bench import collector, load, repeat, throughput
 
 BPF_NS = 300.0
 RATIO = {"persistent": 0.99, "churn": 0.97}
@@ -193,6 +193,8 @@ def main() -> None:
     summary += ["", *collector.k8s_rss(cpart["rows"])]
     summary += ["", "Throughput intervals: 95% bootstrap over the triples (resampled whole, 2,000 times); a "
                 "verdict whose interval straddles its budget is not settled by this run."]
+    pooled = repeat.pooled_lines(a.out / "readings.jsonl")
+    summary += ["", *pooled] if pooled else []
     text = ("# flowlens cost\n\nWritten by `make bench` (`python -m bench`).\n\n" + machine() +
             f"{stamped('throughput', tpart)}\n{stamped('collector', cpart)}\n\n## Budgets\n\n" +
             "\n".join(summary) +

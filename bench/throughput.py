@@ -221,8 +221,9 @@ def triples(pairs: int, shape: str) -> int:
 
 def measure(pairs: int, seconds: float, nets: tuple[str, ...] = load.NETS, shapes: tuple[str, ...] = load.SHAPES,
             modes: tuple[str, ...] = MODES, settings: dict[str, Any] | None = None,
-            log: Any = print) -> dict[str, Shape]:
-    """Results per load, keyed ``shape/net``; ``modes`` must start with ``off``."""
+            log: Any = print, agent_process: bool = True) -> dict[str, Shape]:
+    """Results per load, keyed ``shape/net``; ``modes`` must start with ``off``.  With ``agent_process``
+    (and an ``agent`` mode) the agent itself then runs one window per load (:func:`run_agent`)."""
     load.need("nginx", "wrk", "tcpdump", "curl")
     settings = settings or {}
     results: dict[str, Shape] = {}
@@ -243,7 +244,7 @@ def measure(pairs: int, seconds: float, nets: tuple[str, ...] = load.NETS, shape
                             for mode in modes if i % 2 == 0 else modes[::-1]:
                                 res.rps[mode].append(window(ld, net, served, seconds, mode))
                     log(f"  {shape}/{name}: " + ", ".join(f"{m}/off {res.ratio(m):.3f}" for m in modes[1:]))
-                    if "agent" in modes:
+                    if agent_process and "agent" in modes:
                         run_agent(net, port, shape, 5, res, settings)
     finally:
         ld.close()

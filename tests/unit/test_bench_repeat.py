@@ -1,0 +1,70 @@
+"""bench.repeat pools independent readings of one load into a verdict with a Student t interval."""
+
+import json
+from pathlib import Path
+from statistics import median
+
+import pytest
+
+from bench.repeat import matching, pool, pooled_lines, reading
+from bench.throughput import Shape
+
+
+def test_pool_of_known_margins() -> None:
+    # mean -1, sample standard deviation 1 (deviations -1, 0, +1), se 1/sqrt(3), t(2 df) 4.303
+    p = pool([-2.0, -1.0, 0.0])
+    assert p.n == 3 and p.mean == pytest.approx(-1.0) and p.se == pytest.approx(3 ** -0.5)
+    assert p.lo == pytest.approx(-1 - 4.303 / 3 ** 0.5) and p.hi == pytest.approx(-1 + 4.303 / 3 ** 0.5)
+    assert p.over == 2 and p.median == -1.0
+    assert p.verdict() == "not settled"
+
+
+def test_verdict_needs_the_whole_interval_on_one_side() -> None:
+    assert pool([-1.0, -1.2, -0.8, -1.1, -0.9]).verdict() == "over the line"
+    assert pool([0.5, 0.7, 0.6, 0.4]).verdict() == "under the line"
+    assert pool([-3.5, 1.4, 0.2, -0.3]).verdict() == "not settled"
+
+
+def test_pool_refuses_one_reading() -> None:
+    with pytest.raises(ValueError, match="at least two"):
+        pool([0.3])
+
+
+def test_reading_margin_from_the_windows() -> None:
+    # agent serves 98% of off (2% overhead), tcpdump 90% (10%, a fifth is 2%): margin 0 points
+    off = [1000.0, 1200.0, 800.0]
+    res = Shape(rps={"off": off, "agent": [x * 0.98 for x in off], "capture": [x * 0.90 for x in off]})
+    rec = reading(res)
+    assert rec["agent"] == pytest.approx(0.98) and rec["capture"] == pytest.approx(0.90)
+    assert rec["margin"] == pytest.approx(0.0, abs=1e-9)
+    assert rec["noise"] == pytest.approx((1200 - 800) / median(off))
+    assert rec["rps"]["off"] == [1000, 1200, 800]
+    json.dumps(rec)  # what --out keeps
+
+
+def test_matching_keeps_the_load_and_settings_asked_for() -> None:
+    lines = [json.dumps({"load": "churn/pods", "settings": {}, "margin": -0.5}), "",
+             json.dumps({"load": "churn/loopback", "settings": {}, "margin": 1.0}),
+             json.dumps({"load": "churn/pods", "settings": {"bpf_dir": "/tmp/v"}, "margin": 2.0}),
+             json.dumps({"load": "churn/pods", "settings": {}, "margin": 0.25})]
+    assert [r["margin"] for r in matching(lines, "churn/pods", {})] == [-0.5, 0.25]
+    assert [r["margin"] for r in matching(lines, "churn/pods", {"bpf_dir": "/tmp/v"})] == [2.0]
+
+
+def test_matching_names_a_bad_line() -> None:
+    with pytest.raises(SystemExit, match="line 2: not a reading"):
+        matching([json.dumps({"load": "churn/pods", "settings": {}, "margin": 0}), "{not json"], "churn/pods", {})
+
+
+def test_table_lines_pool_each_load_of_the_default_settings(tmp_path: Path) -> None:
+    path = tmp_path / "readings.jsonl"
+    recs = [{"load": "churn/pods", "settings": {}, "margin": m, "date": d, "commit": "abc"}
+            for m, d in ((-1.0, "d1"), (-1.2, "d2"), (-0.8, "d3"))]
+    recs += [{"load": "churn/pods", "settings": {"bpf_dir": "/v"}, "margin": 9.0},
+             {"load": "churn/loopback", "settings": {}, "margin": 1.0}]  # one reading: not pooled
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    lines = pooled_lines(path)
+    assert len(lines) == 2 and "readings.jsonl" in lines[0]
+    assert "churn/pods" in lines[1] and "(d1 to d3, commits abc): 3 readings:" in lines[1]
+    assert "mean margin -1.00 points" in lines[1] and lines[1].endswith("over the line")
+    assert pooled_lines(tmp_path / "none.jsonl") == []
