@@ -78,22 +78,21 @@ def reading(res: throughput.Shape) -> dict[str, Any]:
     """One load's numbers as a JSON-able record: ratios, margin (points), drift, steal and every window."""
     agent, capture = res.ratio("agent"), res.ratio("capture")
     return {"agent": round(agent, 4), "capture": round(capture, 4),
-            "margin": round(100 * ((1 - capture) / 5 - (1 - agent)), 3), "noise": round(res.noise(), 4),
+            "margin": round(throughput.margin(agent, capture), 3), "noise": round(res.noise(), 4),
             "steal": round(mean(res.steal), 4) if res.steal else None,
             "rps": {m: [round(x) for x in res.rps[m]] for m in throughput.MODES}}
 
 
-def matching(lines: Iterable[str], load_name: str, settings: dict[str, Any],
-             any_load: bool = False) -> list[dict[str, Any]]:
-    """Records of ``lines`` (JSON, one per line) of the load (or any) and settings asked for; names a bad
-    line."""
+def matching(lines: Iterable[str], settings: dict[str, Any], load_name: str | None = None) -> list[dict[str, Any]]:
+    """Records of ``lines`` (JSON, one per line) with these settings, of one load or (None) any; names a
+    bad line."""
     out = []
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
-            if (any_load or rec["load"] == load_name) and rec["settings"] == settings:
+            if rec["settings"] == settings and load_name in (None, rec["load"]):
                 rec["margin"] = float(rec["margin"])
                 out.append(rec)
         except (ValueError, KeyError, TypeError) as e:
@@ -103,7 +102,7 @@ def matching(lines: Iterable[str], load_name: str, settings: dict[str, Any],
 
 def pooled_lines(path: Path) -> list[str]:
     """Lines for the results table: the pooled verdict of each load read with the default settings."""
-    recs = matching(path.read_text().splitlines(), "", {}, any_load=True) if path.exists() else []
+    recs = matching(path.read_text().splitlines(), {}) if path.exists() else []
     out = []
     for name in sorted({r["load"] for r in recs}):
         mine = [r for r in recs if r["load"] == name]
@@ -142,7 +141,7 @@ def main() -> None:
         print(f"reading {i + 1}/{a.readings}: agent {100 * (1 - rec['agent']):.1f}% vs tcpdump "
               f"{100 * (1 - rec['capture']):.1f}% / 5, margin {rec['margin']:+.1f} points; off IQR "
               f"{100 * rec['noise']:.1f}%", flush=True)
-    recs = matching(a.out.read_text().splitlines(), name, a.settings) if a.out.exists() else []
+    recs = matching(a.out.read_text().splitlines(), a.settings, name) if a.out.exists() else []
     if len(recs) < 2:
         raise SystemExit(f"bench.repeat: {a.out}: {len(recs)} reading(s) of {name} with these settings; "
                          "pooling needs two")

@@ -122,6 +122,11 @@ def bpf_runs(s: Sample) -> dict[str, tuple[float, float]]:
     return out
 
 
+def margin(agent: float, capture: float) -> float:
+    """Points by which the overhead of ratio ``agent`` is under a fifth of that of ``capture`` (negative: over)."""
+    return 100 * ((1 - capture) / 5 - (1 - agent))
+
+
 @dataclass
 class Shape:
     """Raw numbers of one load (shape and network), per round."""
@@ -163,7 +168,7 @@ class Shape:
 
     def margin_ci(self) -> tuple[float, float]:
         """Points by which the agent's overhead is under a fifth of tcpdump's (negative: over), 95%."""
-        return self.ci(lambda i: 100 * ((1 - self.ratio_of("capture", i)) / 5 - (1 - self.ratio_of("agent", i))))
+        return self.ci(lambda i: margin(self.ratio_of("agent", i), self.ratio_of("capture", i)))
 
     def spread(self, mode: str) -> tuple[float, float]:
         """First and third quartiles of the per-triple ratios of ``mode``."""

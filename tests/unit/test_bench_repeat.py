@@ -47,13 +47,13 @@ def test_matching_keeps_the_load_and_settings_asked_for() -> None:
              json.dumps({"load": "churn/loopback", "settings": {}, "margin": 1.0}),
              json.dumps({"load": "churn/pods", "settings": {"bpf_dir": "/tmp/v"}, "margin": 2.0}),
              json.dumps({"load": "churn/pods", "settings": {}, "margin": 0.25})]
-    assert [r["margin"] for r in matching(lines, "churn/pods", {})] == [-0.5, 0.25]
-    assert [r["margin"] for r in matching(lines, "churn/pods", {"bpf_dir": "/tmp/v"})] == [2.0]
+    assert [r["margin"] for r in matching(lines, {}, "churn/pods")] == [-0.5, 0.25]
+    assert [r["margin"] for r in matching(lines, {"bpf_dir": "/tmp/v"}, "churn/pods")] == [2.0]
 
 
 def test_matching_names_a_bad_line() -> None:
     with pytest.raises(SystemExit, match="line 2: not a reading"):
-        matching([json.dumps({"load": "churn/pods", "settings": {}, "margin": 0}), "{not json"], "churn/pods", {})
+        matching([json.dumps({"load": "churn/pods", "settings": {}, "margin": 0}), "{not json"], {}, "churn/pods")
 
 
 def test_table_lines_pool_each_load_of_the_default_settings(tmp_path: Path) -> None:
