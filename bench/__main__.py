@@ -113,7 +113,7 @@ def throughput_tables(res: dict[str, throughput.Shape]) -> tuple[str, list[tuple
         mlo, mhi = r.margin_ci()
         verdicts.append((f"{shape}: agent overhead <= 1/5 of tcpdump's", f"{100 * (1 - ra):.1f}% vs "
                          f"{100 * (1 - rc):.1f}% / 5 = {20 * (1 - rc):.1f}% (margin 95% CI {mlo:+.1f} to "
-                         f"{mhi:+.1f} points{unsettled(mlo < 0 <= mhi)})", (1 - ra) <= (1 - rc) / 5))
+                         f"{mhi:+.1f} points{unsettled(mlo < 0 <= mhi)})", throughput.margin(ra, rc) >= 0))
     noisy = [f"{shape} {100 * r.noise():.0f}%" for shape, r in res.items() if r.noise() > NOISY]
     if noisy:
         out += ["", f"**Noisy machine**: agent-off req/s varied by {', '.join(noisy)} between windows "
