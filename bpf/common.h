@@ -272,34 +272,26 @@ static __always_inline void hist_add(__u64 *hist, __u64 us)
 #define CONN_PROBES 8
 #define CONN_NEAR 4
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} scratch SEC(".maps");
-
 struct home {
 	__u32 near, far;
 };
 
-/* Homes of socket `sk` (see above).  The verifier allows no shift or
- * multiply on a pointer, but a pointer stored into a map value (we are
- * privileged: CAP_PERFMON) reads back as a plain number. */
+/* Homes of socket `sk` (see above), from the low 32 bits of its address
+ * (the near home then spans 2^21 slots; larger tables get near homes in
+ * their first 2^21 and far homes everywhere).  The verifier allows no shift
+ * or multiply on a pointer, but a 32-bit move of one is a plain number to a
+ * privileged (CAP_PERFMON) loader: the empty asm makes clang emit that move
+ * (`w = w`).  Until bench/changes.md item 22 the pointer went through a
+ * per-CPU map value and back.  The "w" constraint needs -mcpu=v3 (alu32),
+ * which bpf/Makefile gives. */
 static __always_inline struct home conn_home(const struct sock *sk)
 {
-	volatile __u64 *s;
-	__u32 zero = 0;
-	__u64 a;
+	__u32 a;
 
-	s = bpf_map_lookup_elem(&scratch, &zero);
-	if (!s)
-		return (struct home){};
-	*s = (__u64)sk;
-	a = *s;
+	asm volatile("%[a] = %[sk]" : [a] "=w"(a) : [sk] "w"(sk));
 	return (struct home){
 		.near = a >> 11,
-		.far = ((a >> 6) * 0x9E3779B97F4A7C15ULL) >> 32, /* Fibonacci hashing */
+		.far = ((__u64)(a >> 6) * 0x9E3779B97F4A7C15ULL) >> 32, /* Fibonacci hashing */
 	};
 }
 
@@ -346,6 +338,7 @@ static __always_inline struct fl_conn *conn_find(const struct sock *sk, __u64 id
 	struct home home = conn_home(sk);
 	struct fl_conn *c;
 
+#pragma clang loop unroll(disable) /* see claim() in lifecycle.bpf.c */
 	for (__u32 i = 0; i < CONN_PROBES; i++) {
 		c = conn_slot(home, i);
 		if (c && c->ident == ident && (c->state == FL_SLOT_OPEN || c->state == FL_SLOT_WALK))

@@ -113,6 +113,15 @@ static __always_inline __u64 since_first_syn(const struct tcp_sock *tp, __u64 co
 	return (__u64)((__u32)(now / 1000) - start) * 1000;
 }
 
+/* Microseconds of a connect whose SYN was retransmitted (see handshake());
+ * out of line: the common path does not carry its code. */
+static __noinline __u64 retried_connect(struct sock *sk)
+{
+	const struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
+
+	return since_first_syn(tp, bpf_get_socket_cookie(sk));
+}
+
 /*
  * FL_HANDSHAKE_TIMED + the connect duration in us, at SYN_SENT ->
  * ESTABLISHED, from the socket.  tcp_rcv_synsent_state_process() runs
@@ -128,13 +137,49 @@ static __always_inline __u64 handshake(struct sock *sk, const struct tcp_sock *t
 {
 	/* before ESTABLISHED, the only segments retransmitted are SYNs; only
 	 * then is the cookie made (a helper call), to find the first SYN's time */
-	__u64 us = tp->total_retrans ? since_first_syn(tp, bpf_get_socket_cookie(sk)) : tp->srtt_us >> 3;
+	__u64 us = tp->total_retrans ? retried_connect(sk) : tp->srtt_us >> 3;
 
 	if (!us) {
 		stat_inc(FL_STAT_CONNECT_UNTIMED);
 		return FL_HANDSHAKE_UNTIMED;
 	}
 	return FL_HANDSHAKE_TIMED + us;
+}
+
+/*
+ * The first free slot among a socket's probes, taken (FL_SLOT_BUSY); NULL
+ * if all are taken.  A loop the compiler must not unroll (nor conn_find's):
+ * the hot path's code is what the CPU fetches on every run, and the
+ * program competes for the instruction cache with the TCP stack it runs
+ * in.  Unrolled, with the rare paths inline, inet_sock_set_state was 8.5 KB
+ * of machine code (bench/changes.md item 22).
+ */
+static __always_inline struct fl_conn *claim(struct home home)
+{
+	struct fl_conn *c;
+
+#pragma clang loop unroll(disable)
+	for (__u32 i = 0; i < CONN_PROBES; i++) {
+		c = conn_slot(home, i);
+		/* a plain read first: no locked instruction on a taken slot */
+		if (c && c->state == FL_SLOT_FREE &&
+		    __sync_val_compare_and_swap(&c->state, FL_SLOT_FREE, FL_SLOT_BUSY) == FL_SLOT_FREE)
+			return c;
+	}
+	return NULL;
+}
+
+/* No free slot: the connect is counted on the edge at once, never its bytes. */
+static __noinline void conn_full(struct sock *sk, __u8 role, __u64 hs)
+{
+	struct fl_edge_key key;
+	struct fl_edge_val *v;
+
+	stat_inc(FL_STAT_CONN_FULL);
+	tcp_key(&key, sk, role);
+	v = edge_val(&key);
+	if (v)
+		count_handshake(v, hs);
 }
 
 /*
@@ -148,33 +193,40 @@ static __always_inline void established(struct sock *sk, __u8 role)
 {
 	const struct tcp_sock *tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
 	__u64 hs = role == FL_ROLE_CLIENT ? handshake(sk, tp) : FL_HANDSHAKE_UNTIMED;
-	struct home home = conn_home(sk);
-	struct fl_edge_key key;
-	struct fl_edge_val *v;
-	struct fl_conn *c;
+	struct fl_conn *c = claim(conn_home(sk));
 
-	for (__u32 i = 0; i < CONN_PROBES; i++) {
-		c = conn_slot(home, i);
-		/* a plain read first: no locked instruction on a taken slot */
-		if (!c || c->state != FL_SLOT_FREE ||
-		    __sync_val_compare_and_swap(&c->state, FL_SLOT_FREE, FL_SLOT_BUSY) != FL_SLOT_FREE)
-			continue;
-		tcp_key(&c->edge, sk, role);
-		c->ident = sock_ident(sk);
-		c->sk = (__u64)sk;
-		c->handshake = hs;
-		c->sent = 0;
-		c->recv = 0;
-		c->retrans = 0;
-		c->live = FL_LIVE_NEW;
-		release(&c->state, FL_SLOT_OPEN); /* publish */
+	if (!c) {
+		conn_full(sk, role, hs);
 		return;
 	}
-	stat_inc(FL_STAT_CONN_FULL);
-	tcp_key(&key, sk, role);
-	v = edge_val(&key);
-	if (v)
-		count_handshake(v, hs);
+	tcp_key(&c->edge, sk, role);
+	c->ident = sock_ident(sk);
+	c->sk = (__u64)sk;
+	c->handshake = hs;
+	c->sent = 0;
+	c->recv = 0;
+	c->retrans = 0;
+	c->live = FL_LIVE_NEW;
+	release(&c->state, FL_SLOT_OPEN); /* publish */
+}
+
+/* The last flush of a slot this CLOSE owns, when its memo is held by
+ * another edge or by the walk: out of line, as are the paths below. */
+static __noinline void flush_owned(struct fl_conn *c, const struct counters *n)
+{
+	flush(c, n, 1, 1);
+}
+
+/* A CLOSE whose slot the walk holds (see closed()). */
+static __noinline void close_shared(struct fl_conn *c, const struct counters *n)
+{
+	if (!memo_close(c, n, 0))
+		flush(c, n, 1, 0);
+	for (int i = 0; i < 4; i++) {
+		if (__sync_val_compare_and_swap(&c->state, FL_SLOT_OPEN, FL_SLOT_FREE) == FL_SLOT_OPEN ||
+		    __sync_val_compare_and_swap(&c->state, FL_SLOT_WALK, FL_SLOT_CLOSED) == FL_SLOT_WALK)
+			return;
+	}
 }
 
 /*
@@ -202,27 +254,30 @@ static __always_inline void closed(struct sock *sk)
 	/* sock_proto() checked a TCP stream socket: a tcp_sock, no helper call */
 	tp = bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock));
 	final_counters(tp, &n);
-	if (__sync_val_compare_and_swap(&c->state, FL_SLOT_OPEN, FL_SLOT_BUSY) == FL_SLOT_OPEN) {
-		if (!memo_close(c, &n, 1))
-			flush(c, &n, 1, 1);
-		release(&c->state, FL_SLOT_FREE);
+	if (__sync_val_compare_and_swap(&c->state, FL_SLOT_OPEN, FL_SLOT_BUSY) != FL_SLOT_OPEN) {
+		close_shared(c, &n);
 		return;
 	}
-	if (!memo_close(c, &n, 0))
-		flush(c, &n, 1, 0);
-	for (int i = 0; i < 4; i++) {
-		if (__sync_val_compare_and_swap(&c->state, FL_SLOT_OPEN, FL_SLOT_FREE) == FL_SLOT_OPEN ||
-		    __sync_val_compare_and_swap(&c->state, FL_SLOT_WALK, FL_SLOT_CLOSED) == FL_SLOT_WALK)
-			return;
-	}
+	if (!memo_close(c, &n, 1))
+		flush_owned(c, &n);
+	release(&c->state, FL_SLOT_FREE);
+}
+
+/* A connect that failed: counted by its reason on the edge. */
+static __noinline void connect_failed(struct sock *sk)
+{
+	struct fl_edge_key key;
+	struct fl_edge_val *v;
+
+	tcp_key(&key, sk, FL_ROLE_CLIENT);
+	v = edge_val(&key);
+	if (v)
+		__sync_fetch_and_add(&v->conns[failure(sk->sk_err)], 1);
 }
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 {
-	struct fl_edge_key key;
-	struct fl_edge_val *v;
-
 	/* Only a move into ESTABLISHED or CLOSE has work; the other 6 of a
 	 * churning connection's 10 transitions return here, on the argument,
 	 * before any load from the socket: ~6 ns less per run on average
@@ -236,14 +291,11 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 	if (oldstate == TCP_SYN_SENT || oldstate == TCP_SYN_RECV) {
 		__u8 role = oldstate == TCP_SYN_SENT ? FL_ROLE_CLIENT : FL_ROLE_SERVER;
 
-		if (newstate == TCP_ESTABLISHED) {
+		if (newstate == TCP_ESTABLISHED)
 			established(sk, role);
-		} else if (newstate == TCP_CLOSE && role == FL_ROLE_CLIENT) {
-			tcp_key(&key, sk, role);
-			v = edge_val(&key);
-			if (v)
-				__sync_fetch_and_add(&v->conns[failure(sk->sk_err)], 1);
-		} /* a half-open server child dropped: not a connect attempt we saw */
+		else if (role == FL_ROLE_CLIENT)
+			connect_failed(sk);
+		/* a half-open server child dropped: not a connect attempt we saw */
 		return 0;
 	}
 

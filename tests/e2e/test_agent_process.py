@@ -106,7 +106,7 @@ def test_missing_hook_disables_one_feature(tmp_path: Path) -> None:
     src = tmp_path / "udp.bpf.c"
     src.write_text(MISSING_HOOK)
     multiarch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True).stdout.strip()
-    subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86", f"-I{ROOT / 'bpf'}",
+    subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-mcpu=v3", "-D__TARGET_ARCH_x86", f"-I{ROOT / 'bpf'}",
                     f"-I/usr/include/{multiarch or 'x86_64-linux-gnu'}", "-c", str(src), "-o",
                     str(bpf_dir / "udp.bpf.o")], check=True, timeout=60)
     a = AgentProc(tmp_path, {"poll_interval": 0.5, "bpf_dir": str(bpf_dir), **EVERY_FEATURE}).start()
