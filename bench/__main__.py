@@ -193,7 +193,7 @@ def main() -> None:
     summary += ["", *collector.k8s_rss(cpart["rows"])]
     summary += ["", "Throughput intervals: 95% bootstrap over the triples (resampled whole, 2,000 times); a "
                 "verdict whose interval straddles its budget is not settled by this run."]
-    pooled = repeat.pooled_lines(a.out / "readings.jsonl")
+    pooled = repeat.pooled_lines(a.out / "readings.jsonl", repeat.build_of({}))
     summary += ["", *pooled] if pooled else []
     text = ("# flowlens cost\n\nWritten by `make bench` (`python -m bench`).\n\n" + machine() +
             f"{stamped('throughput', tpart)}\n{stamped('collector', cpart)}\n\n## Budgets\n\n" +

@@ -13,7 +13,9 @@ a standard error of their spread over sqrt(n) and a Student t 95% interval: the 
 
 Every reading is appended to ``--out`` as one JSON line (its windows' req/s included), so an
 interrupted series loses nothing and ``--readings 0`` pools a file again, e.g. readings of several
-sessions.
+sessions.  A reading names what it measured: the agent's settings, a hash of the programs' objects
+(``build``, so readings of older programs never pool with the current ones) and the window method
+(``throughput.METHOD``; readings without these fields are of method 1 and an unnamed build).
 
 Usage (root):  python -m bench.repeat [--net pods] [--shape churn] [--readings 10] [--pairs 60]
                [--settings JSON] [--out bench/results/readings.jsonl]
@@ -22,6 +24,7 @@ Usage (root):  python -m bench.repeat [--net pods] [--shape churn] [--readings 1
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from collections.abc import Iterable
@@ -30,6 +33,8 @@ from pathlib import Path
 from statistics import mean, median, stdev
 from typing import Any
 
+from agent.config import Settings
+from agent.run import load_options
 from bench import load, throughput
 
 # Student t, two-sided 95%, by degrees of freedom 1-30; past 30 the bench uses 2.0 (a little wide).
@@ -83,16 +88,26 @@ def reading(res: throughput.Shape) -> dict[str, Any]:
             "rps": {m: [round(x) for x in res.rps[m]] for m in throughput.MODES}}
 
 
-def matching(lines: Iterable[str], settings: dict[str, Any], load_name: str | None = None) -> list[dict[str, Any]]:
-    """Records of ``lines`` (JSON, one per line) with these settings, of one load or (None) any; names a
-    bad line."""
+def build_of(settings: dict[str, Any]) -> str:
+    """Hash of the program objects the agent would load with ``settings`` (12 hex digits)."""
+    h = hashlib.sha256()
+    for obj in sorted(load_options(Settings(**settings)).bpf_dir.glob("*.bpf.o")):
+        h.update(obj.name.encode() + b"\0" + obj.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def matching(lines: Iterable[str], settings: dict[str, Any], load_name: str | None = None,
+             build: str | None = None) -> list[dict[str, Any]]:
+    """Records of ``lines`` (JSON, one per line) with these settings and the current method, of one load
+    or (None) any, of one build or (None) any; names a bad line."""
     out = []
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
-            if rec["settings"] == settings and load_name in (None, rec["load"]):
+            if (rec["settings"] == settings and load_name in (None, rec["load"])
+                    and rec.get("method", 1) == throughput.METHOD and build in (None, rec.get("build"))):
                 rec["margin"] = float(rec["margin"])
                 out.append(rec)
         except (ValueError, KeyError, TypeError) as e:
@@ -100,9 +115,11 @@ def matching(lines: Iterable[str], settings: dict[str, Any], load_name: str | No
     return out
 
 
-def pooled_lines(path: Path) -> list[str]:
-    """Lines for the results table: the pooled verdict of each load read with the default settings."""
-    recs = matching(path.read_text().splitlines(), {}) if path.exists() else []
+def pooled_lines(path: Path, build: str) -> list[str]:
+    """Lines for the results table: the pooled verdict of each load read with the default settings, the
+    programs of ``build`` and the current method."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    recs = matching(lines, {}, build=build)
     out = []
     for name in sorted({r["load"] for r in recs}):
         mine = [r for r in recs if r["load"] == name]
@@ -112,8 +129,11 @@ def pooled_lines(path: Path) -> list[str]:
         out.append(f"- {name}, agent overhead <= tcpdump's / 5 ({mine[0].get('date', '?')} to "
                    f"{mine[-1].get('date', '?')}, commits {commits}): {pool([r['margin'] for r in mine])}")
     if out:
-        out.insert(0, f"Readings pooled across runs (`python -m bench.repeat`, every reading in {path.name}, "
-                      "independent loads; margin = points under a fifth of tcpdump's overhead, negative = over):")
+        others = sum(1 for line in lines if line.strip()) - len(recs)
+        out.insert(0, f"Readings pooled across runs (`python -m bench.repeat`, the readings in {path.name} of "
+                      f"these programs (build {build}) and window method {throughput.METHOD}, independent loads; "
+                      f"margin = points under a fifth of tcpdump's overhead, negative = over; {others} other "
+                      "readings there not pooled):")
     return out
 
 
@@ -130,21 +150,22 @@ def main() -> None:
     a = ap.parse_args()
     load.exit_on_sigterm()
     name = f"{a.shape}/{a.net}"
+    build = build_of(a.settings)
     for i in range(a.readings):
         t0 = time.monotonic()
         res = throughput.measure(a.pairs, throughput.WINDOW_S, (a.net,), (a.shape,), settings=a.settings,
                                  log=lambda *x: None, agent_process=False)[name]
-        rec = {"load": name, "settings": a.settings, "pairs": a.pairs, **stamp(time.monotonic() - t0),
-               **reading(res)}
+        rec = {"load": name, "settings": a.settings, "build": build, "method": throughput.METHOD,
+               "pairs": a.pairs, **stamp(time.monotonic() - t0), **reading(res)}
         with a.out.open("a") as f:
             f.write(json.dumps(rec) + "\n")
         print(f"reading {i + 1}/{a.readings}: agent {100 * (1 - rec['agent']):.1f}% vs tcpdump "
               f"{100 * (1 - rec['capture']):.1f}% / 5, margin {rec['margin']:+.1f} points; off IQR "
               f"{100 * rec['noise']:.1f}%", flush=True)
-    recs = matching(a.out.read_text().splitlines(), a.settings, name) if a.out.exists() else []
+    recs = matching(a.out.read_text().splitlines(), a.settings, name, build) if a.out.exists() else []
     if len(recs) < 2:
-        raise SystemExit(f"bench.repeat: {a.out}: {len(recs)} reading(s) of {name} with these settings; "
-                         "pooling needs two")
+        raise SystemExit(f"bench.repeat: {a.out}: {len(recs)} reading(s) of {name} with these settings, "
+                         f"programs (build {build}) and method {throughput.METHOD}; pooling needs two")
     print(f"{name}, agent overhead <= tcpdump's / 5, {a.out}: {pool([r['margin'] for r in recs])}")
 
 

@@ -16,7 +16,11 @@ ratios sit within a point of their budgets (an interval shrinks as 1/sqrt(n)).
 - ``agent``: the agent's programs attached.  They are loaded once by the agent's own loader
   (agent.ebpf.loader, the agent's default settings) in this process and only attached for these
   windows (:meth:`Loader.attach` / :meth:`Loader.detach`, a few milliseconds), the poll-time walk run
-  after each window; the agent's user space costs about one millicore (measured below) and is left out;
+  after each window; the agent's user space costs about one millicore (measured below) and is left out.
+  bpf_stats is on for the first ``bpf_stats_sample`` of each window (0.1: 50 ms of 0.5 s), as the agent
+  holds it for that fraction of each poll interval: while on, the kernel reads the clock twice around
+  every program run (~3 points of churn throughput always on, bench/changes.md item 6).  Until item 22
+  these windows left it off, so their overhead lacked the agent's ~0.1 x that;
 - ``capture``: ``tcpdump -w /dev/null`` on the interface the traffic crosses, the traditional way to
   see the same traffic.
 
@@ -65,6 +69,9 @@ MODES = ("off", "agent", "capture")
 EXTRA = ("again",)  # off once more: an A/A ratio, the noise floor of an experiment (--modes off,again)
 PAIRS = 60  # triples per load (twice on churn)
 WINDOW_S = 0.5  # seconds per window
+# What an agent window holds, for readings kept across runs (bench.repeat): 1 the programs alone, 2 with
+# bpf_stats sampled as the agent does (bench/changes.md item 22).  Readings of two methods never pool.
+METHOD = 2
 
 
 def task_cpu(pid: int) -> dict[str, int]:
@@ -232,10 +239,12 @@ def measure(pairs: int, seconds: float, nets: tuple[str, ...] = load.NETS, shape
     load.need("nginx", "wrk", "tcpdump", "curl")
     settings = settings or {}
     results: dict[str, Shape] = {}
-    # bpf_stats off here: it is global, and the agent window below measures with it as the agent does
-    ld = Loader(replace(load_options(Settings(**settings)), bpf_stats=False))
+    # bpf_stats is global: on only for the agent windows' samples (window()) and in the agent's own window
+    agent_settings = Settings(**settings)
+    ld = Loader(replace(load_options(agent_settings), bpf_stats=True))
     ld.load()
     ld.detach()
+    ld.sample_stats(False)  # load() turns it on
     try:
         for name in nets:
             with tempfile.TemporaryDirectory(prefix="flowlens-bench-") as d, load.network(name) as net, \
@@ -247,7 +256,8 @@ def measure(pairs: int, seconds: float, nets: tuple[str, ...] = load.NETS, shape
                         for i in range(triples(pairs, shape)):
                             # forward, then backward: a drift across a triple cancels over two
                             for mode in modes if i % 2 == 0 else modes[::-1]:
-                                res.rps[mode].append(window(ld, net, served, seconds, mode))
+                                res.rps[mode].append(window(ld, net, served, seconds, mode,
+                                                            agent_settings.bpf_stats_sample))
                     log(f"  {shape}/{name}: " + ", ".join(f"{m}/off {res.ratio(m):.3f}" for m in modes[1:]))
                     if agent_process and "agent" in modes:
                         run_agent(net, port, shape, 5, res, settings)
@@ -256,11 +266,13 @@ def measure(pairs: int, seconds: float, nets: tuple[str, ...] = load.NETS, shape
     return results
 
 
-def window(ld: Loader, net: load.Net, served: Callable[[], int], seconds: float, mode: str) -> float:
+def window(ld: Loader, net: load.Net, served: Callable[[], int], seconds: float, mode: str,
+           stats_sample: float = 0.0) -> float:
     """Requests/s nginx served over ``seconds`` of ``mode``, counted once the mode is set up (the load runs
-    throughout: wrk is never restarted between windows)."""
+    throughout: wrk is never restarted between windows); in ``agent`` windows bpf_stats is on for the
+    first ``stats_sample`` of the window, as in the agent."""
     if mode == "agent":
-        return attached(ld, partial(counted, served, seconds))
+        return attached(ld, partial(counted, served, seconds, partial(sampling, ld, stats_sample * seconds)))
     if mode == "capture":
         with load.capture(net):
             return counted(served, seconds)
@@ -277,9 +289,23 @@ def attached(ld: Loader, measure: Callable[[], float]) -> float:
         ld.flush()
 
 
-def counted(served: Callable[[], int], seconds: float) -> float:
+def sampling(ld: Loader, seconds: float) -> None:
+    """bpf_stats on for ``seconds`` (the agent's duty cycle within a window), then off."""
+    if seconds > 0:
+        if not ld.sample_stats(True):
+            raise RuntimeError("bpf_stats cannot be enabled here: the agent windows could not sample it")
+        try:
+            time.sleep(seconds)
+        finally:
+            ld.sample_stats(False)
+
+
+def counted(served: Callable[[], int], seconds: float, first: Callable[[], None] | None = None) -> float:
+    """Requests/s over ``seconds``; ``first()`` runs at the start of the window, inside it."""
     n0, t0 = served(), time.monotonic()
-    time.sleep(seconds)
+    if first is not None:
+        first()
+    time.sleep(max(seconds - (time.monotonic() - t0), 0.0))
     n1, t1 = served(), time.monotonic()
     if n1 == n0:
         raise RuntimeError(f"nginx served no request in a {seconds} s window: the load (wrk) stopped")

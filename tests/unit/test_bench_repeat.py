@@ -6,7 +6,8 @@ from statistics import median
 
 import pytest
 
-from bench.repeat import matching, pool, pooled_lines, reading
+from bench import throughput
+from bench.repeat import build_of, matching, pool, pooled_lines, reading
 from bench.throughput import Shape
 
 
@@ -42,13 +43,28 @@ def test_reading_margin_from_the_windows() -> None:
     json.dumps(rec)  # what --out keeps
 
 
-def test_matching_keeps_the_load_and_settings_asked_for() -> None:
-    lines = [json.dumps({"load": "churn/pods", "settings": {}, "margin": -0.5}), "",
-             json.dumps({"load": "churn/loopback", "settings": {}, "margin": 1.0}),
-             json.dumps({"load": "churn/pods", "settings": {"bpf_dir": "/tmp/v"}, "margin": 2.0}),
-             json.dumps({"load": "churn/pods", "settings": {}, "margin": 0.25})]
+def test_matching_keeps_the_load_settings_build_and_method_asked_for() -> None:
+    def rec(load: str, margin: float, settings: dict[str, str] | None = None, build: str = "b1",
+            method: int | None = throughput.METHOD) -> str:
+        r = {"load": load, "settings": settings or {}, "margin": margin, "build": build}
+        return json.dumps(r if method is None else {**r, "method": method})
+
+    lines = [rec("churn/pods", -0.5), "", rec("churn/loopback", 1.0), rec("churn/pods", 2.0, {"bpf_dir": "/v"}),
+             rec("churn/pods", 0.25, build="b2"),
+             rec("churn/pods", 7.0, method=None)]  # an earlier method (no field): never pooled with this one
     assert [r["margin"] for r in matching(lines, {}, "churn/pods")] == [-0.5, 0.25]
-    assert [r["margin"] for r in matching(lines, {"bpf_dir": "/tmp/v"}, "churn/pods")] == [2.0]
+    assert [r["margin"] for r in matching(lines, {}, "churn/pods", build="b1")] == [-0.5]
+    assert [r["margin"] for r in matching(lines, {"bpf_dir": "/v"}, "churn/pods")] == [2.0]
+
+
+def test_build_names_the_objects(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d, text in ((a, b"one"), (b, b"two")):
+        d.mkdir()
+        (d / "lifecycle.bpf.o").write_bytes(text)
+    assert build_of({"bpf_dir": str(a)}) != build_of({"bpf_dir": str(b)})
+    (b / "lifecycle.bpf.o").write_bytes(b"one")
+    assert build_of({"bpf_dir": str(a)}) == build_of({"bpf_dir": str(b)})
 
 
 def test_matching_names_a_bad_line() -> None:
@@ -58,13 +74,17 @@ def test_matching_names_a_bad_line() -> None:
 
 def test_table_lines_pool_each_load_of_the_default_settings(tmp_path: Path) -> None:
     path = tmp_path / "readings.jsonl"
-    recs = [{"load": "churn/pods", "settings": {}, "margin": m, "date": d, "commit": "abc"}
+    now = {"build": "b1", "method": throughput.METHOD}
+    recs = [{"load": "churn/pods", "settings": {}, "margin": m, "date": d, "commit": "abc", **now}
             for m, d in ((-1.0, "d1"), (-1.2, "d2"), (-0.8, "d3"))]
-    recs += [{"load": "churn/pods", "settings": {"bpf_dir": "/v"}, "margin": 9.0},
-             {"load": "churn/loopback", "settings": {}, "margin": 1.0}]  # one reading: not pooled
+    recs += [{"load": "churn/pods", "settings": {"bpf_dir": "/v"}, "margin": 9.0, **now},
+             {"load": "churn/pods", "settings": {}, "margin": 9.0, "build": "old", "method": throughput.METHOD},
+             {"load": "churn/pods", "settings": {}, "margin": 9.0},  # method 1, build unnamed
+             {"load": "churn/loopback", "settings": {}, "margin": 1.0, **now}]  # one reading: not pooled
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    lines = pooled_lines(path)
-    assert len(lines) == 2 and "readings.jsonl" in lines[0]
+    lines = pooled_lines(path, "b1")
+    assert len(lines) == 2 and "readings.jsonl" in lines[0] and "build b1" in lines[0]
+    assert "3 other readings there not pooled" in lines[0]
     assert "churn/pods" in lines[1] and "(d1 to d3, commits abc): 3 readings:" in lines[1]
     assert "mean margin -1.00 points" in lines[1] and lines[1].endswith("over the line")
-    assert pooled_lines(tmp_path / "none.jsonl") == []
+    assert pooled_lines(tmp_path / "none.jsonl", "b1") == []
