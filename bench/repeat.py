@@ -14,7 +14,8 @@ a standard error of their spread over sqrt(n) and a Student t 95% interval: the 
 Every reading is appended to ``--out`` as one JSON line (its windows' req/s included), so an
 interrupted series loses nothing and ``--readings 0`` pools a file again, e.g. readings of several
 sessions.  A reading names what it measured: the agent's settings, a hash of the programs' objects
-(``build``, so readings of older programs never pool with the current ones) and the window method
+(``build``, so readings of older programs never pool with the current ones; bpf/Makefile maps the
+checkout's path out of BTF and DWARF, so every clone builds the same bytes) and the window method
 (``throughput.METHOD``; readings without these fields are of method 1 and an unnamed build).
 
 Usage (root):  python -m bench.repeat [--net pods] [--shape churn] [--readings 10] [--pairs 60]
