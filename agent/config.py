@@ -60,8 +60,8 @@ class Settings(BaseModel):
     enable: list[str] = Field(default_factory=list, description="features off by default to load (udp, udp_peer)")
     bpf_stats: bool = Field(True, description="per-program run time (measured here: adds 60-170 ns per event "
                             "while on)")
-    bpf_stats_sample: float = Field(0.1, gt=0, le=1, description="fraction of each poll interval that bpf_stats "
-                                    "measures (from the poll on); 1 = always")
+    bpf_stats_sample: float = Field(0.02, gt=0, le=1, description="fraction of each poll interval that bpf_stats "
+                                    "measures (from the poll on; 0.02 = 100 ms of 5 s); 1 = always")
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
     identity: Literal["auto", "standalone", "kubernetes"] = Field(
         "auto", description="auto = kubernetes when in a pod or a kubeconfig is given")
