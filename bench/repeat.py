@@ -13,7 +13,9 @@ a standard error of their spread over sqrt(n) and a Student t 95% interval: the 
 
 Every reading is appended to ``--out`` as one JSON line (its windows' req/s included), so an
 interrupted series loses nothing and ``--readings 0`` pools a file again, e.g. readings of several
-sessions.  A reading names what it measured: the agent's settings, a hash of the programs' objects
+sessions.  A reading names what it measured: the agent's effective settings (``--settings`` over the
+defaults of its checkout: a changed default, such as ``bpf_stats_sample`` 0.1 -> 0.02, starts a new pool;
+readings without them never pool), a hash of the programs' objects
 (``build``, so readings of older programs never pool with the current ones; bpf/Makefile maps the
 checkout's path out of BTF and DWARF, so every clone builds the same bytes) and the window method
 (``throughput.METHOD``; readings without these fields are of method 1 and an unnamed build).
@@ -89,6 +91,11 @@ def reading(res: throughput.Shape) -> dict[str, Any]:
             "rps": {m: [round(x) for x in res.rps[m]] for m in throughput.MODES}}
 
 
+def effective(settings: dict[str, Any]) -> dict[str, Any]:
+    """The agent's settings a reading measures: ``settings`` over this checkout's defaults (JSON-able)."""
+    return Settings(**settings).model_dump(mode="json")
+
+
 def build_of(settings: dict[str, Any]) -> str:
     """Hash of the program objects the agent would load with ``settings`` (12 hex digits)."""
     h = hashlib.sha256()
@@ -99,15 +106,15 @@ def build_of(settings: dict[str, Any]) -> str:
 
 def matching(lines: Iterable[str], settings: dict[str, Any], load_name: str | None = None,
              build: str | None = None) -> list[dict[str, Any]]:
-    """Records of ``lines`` (JSON, one per line) with these settings and the current method, of one load
-    or (None) any, of one build or (None) any; names a bad line."""
-    out = []
+    """Records of ``lines`` (JSON, one per line) of the agent's effective ``settings`` and the current
+    method, of one load or (None) any, of one build or (None) any; names a bad line."""
+    want, out = effective(settings), []
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
-            if (rec["settings"] == settings and load_name in (None, rec["load"])
+            if (rec.get("effective") == want and load_name in (None, rec["load"])
                     and rec.get("method", 1) == throughput.METHOD and build in (None, rec.get("build"))):
                 rec["margin"] = float(rec["margin"])
                 out.append(rec)
@@ -156,7 +163,8 @@ def main() -> None:
         t0 = time.monotonic()
         res = throughput.measure(a.pairs, throughput.WINDOW_S, (a.net,), (a.shape,), settings=a.settings,
                                  log=lambda *x: None, agent_process=False)[name]
-        rec = {"load": name, "settings": a.settings, "build": build, "method": throughput.METHOD,
+        rec = {"load": name, "settings": a.settings, "effective": effective(a.settings), "build": build,
+               "method": throughput.METHOD,
                "pairs": a.pairs, **stamp(time.monotonic() - t0), **reading(res)}
         with a.out.open("a") as f:
             f.write(json.dumps(rec) + "\n")

@@ -3,11 +3,12 @@
 import json
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 import pytest
 
 from bench import throughput
-from bench.repeat import build_of, matching, pool, pooled_lines, reading
+from bench.repeat import build_of, effective, matching, pool, pooled_lines, reading
 from bench.throughput import Shape
 
 
@@ -43,18 +44,30 @@ def test_reading_margin_from_the_windows() -> None:
     json.dumps(rec)  # what --out keeps
 
 
-def test_matching_keeps_the_load_settings_build_and_method_asked_for() -> None:
-    def rec(load: str, margin: float, settings: dict[str, str] | None = None, build: str = "b1",
-            method: int | None = throughput.METHOD) -> str:
-        r = {"load": load, "settings": settings or {}, "margin": margin, "build": build}
-        return json.dumps(r if method is None else {**r, "method": method})
+def rec(load: str, margin: float, settings: dict[str, Any] | None = None, **more: Any) -> dict[str, Any]:
+    """A reading as bench.repeat writes it, of the current method and effective settings unless ``more``."""
+    return {"load": load, "settings": settings or {}, "effective": effective(settings or {}), "margin": margin,
+            "build": "b1", "method": throughput.METHOD, **more}
 
-    lines = [rec("churn/pods", -0.5), "", rec("churn/loopback", 1.0), rec("churn/pods", 2.0, {"bpf_dir": "/v"}),
-             rec("churn/pods", 0.25, build="b2"),
-             rec("churn/pods", 7.0, method=None)]  # an earlier method (no field): never pooled with this one
+
+def test_matching_keeps_the_load_settings_build_and_method_asked_for() -> None:
+    old = rec("churn/pods", 7.0)
+    del old["method"]  # an earlier method (no field): never pooled with this one
+    lines = [json.dumps(r) for r in (rec("churn/pods", -0.5), rec("churn/loopback", 1.0),
+                                     rec("churn/pods", 2.0, {"bpf_dir": "/v"}), rec("churn/pods", 0.25, build="b2"),
+                                     old)] + [""]
     assert [r["margin"] for r in matching(lines, {}, "churn/pods")] == [-0.5, 0.25]
     assert [r["margin"] for r in matching(lines, {}, "churn/pods", build="b1")] == [-0.5]
     assert [r["margin"] for r in matching(lines, {"bpf_dir": "/v"}, "churn/pods")] == [2.0]
+
+
+def test_a_changed_default_is_a_new_pool() -> None:
+    # the same (empty) --settings, but read when a default was another: not the same measure
+    then = rec("churn/pods", 1.5)
+    then["effective"] = {**then["effective"], "bpf_stats_sample": 0.5}
+    lines = [json.dumps(r) for r in (then, rec("churn/pods", -0.5), {**rec("churn/pods", 3.0), "effective": None})]
+    assert [r["margin"] for r in matching(lines, {}, "churn/pods")] == [-0.5]
+    assert [r["margin"] for r in matching(lines, {"bpf_stats_sample": 0.5}, "churn/pods")] == [1.5]
 
 
 def test_build_names_the_objects(tmp_path: Path) -> None:
@@ -74,13 +87,10 @@ def test_matching_names_a_bad_line() -> None:
 
 def test_table_lines_pool_each_load_of_the_default_settings(tmp_path: Path) -> None:
     path = tmp_path / "readings.jsonl"
-    now = {"build": "b1", "method": throughput.METHOD}
-    recs = [{"load": "churn/pods", "settings": {}, "margin": m, "date": d, "commit": "abc", **now}
-            for m, d in ((-1.0, "d1"), (-1.2, "d2"), (-0.8, "d3"))]
-    recs += [{"load": "churn/pods", "settings": {"bpf_dir": "/v"}, "margin": 9.0, **now},
-             {"load": "churn/pods", "settings": {}, "margin": 9.0, "build": "old", "method": throughput.METHOD},
+    recs = [rec("churn/pods", m, date=d, commit="abc") for m, d in ((-1.0, "d1"), (-1.2, "d2"), (-0.8, "d3"))]
+    recs += [rec("churn/pods", 9.0, {"bpf_dir": "/v"}), rec("churn/pods", 9.0, build="old"),
              {"load": "churn/pods", "settings": {}, "margin": 9.0},  # method 1, build unnamed
-             {"load": "churn/loopback", "settings": {}, "margin": 1.0, **now}]  # one reading: not pooled
+             rec("churn/loopback", 1.0)]  # one reading: not pooled
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     lines = pooled_lines(path, "b1")
     assert len(lines) == 2 and "readings.jsonl" in lines[0] and "build b1" in lines[0]
