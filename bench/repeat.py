@@ -16,8 +16,9 @@ interrupted series loses nothing and ``--readings 0`` pools a file again, e.g. r
 sessions.  A reading names what it measured: the agent's effective settings (``--settings`` over the
 defaults of its checkout: a changed default, such as ``bpf_stats_sample`` 0.1 -> 0.02, starts a new pool;
 readings without them never pool), a hash of the programs' objects
-(``build``, so readings of older programs never pool with the current ones; bpf/Makefile maps the
-checkout's path out of BTF and DWARF, so every clone builds the same bytes) and the window method
+(``build``, bench.build: so readings of older programs never pool with the current ones, while an
+edit of comments alone keeps the build; bpf/Makefile maps the checkout's path out of BTF and DWARF, so
+every clone builds the same bytes) and the window method
 (``throughput.METHOD``; readings without these fields are of method 1 and an unnamed build).
 
 Usage (root):  python -m bench.repeat [--net pods] [--shape churn] [--readings 10] [--pairs 60]
@@ -27,7 +28,6 @@ Usage (root):  python -m bench.repeat [--net pods] [--shape churn] [--readings 1
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from collections.abc import Iterable
@@ -39,6 +39,7 @@ from typing import Any
 from agent.config import Settings
 from agent.run import load_options
 from bench import load, throughput
+from bench.build import build_hash
 
 # Student t, two-sided 95%, by degrees of freedom 1-30; past 30 the bench uses 2.0 (a little wide).
 T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -97,11 +98,8 @@ def effective(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_of(settings: dict[str, Any]) -> str:
-    """Hash of the program objects the agent would load with ``settings`` (12 hex digits)."""
-    h = hashlib.sha256()
-    for obj in sorted(load_options(Settings(**settings)).bpf_dir.glob("*.bpf.o")):
-        h.update(obj.name.encode() + b"\0" + obj.read_bytes())
-    return h.hexdigest()[:12]
+    """The build of the program objects the agent would load with ``settings`` (bench.build)."""
+    return build_hash(load_options(Settings(**settings)).bpf_dir.glob("*.bpf.o"))
 
 
 def matching(lines: Iterable[str], settings: dict[str, Any], load_name: str | None = None,

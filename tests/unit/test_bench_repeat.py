@@ -1,12 +1,14 @@
 """bench.repeat pools independent readings of one load into a verdict with a Student t interval."""
 
 import json
+import shutil
 from pathlib import Path
 from statistics import median
 from typing import Any
 
 import pytest
 
+from agent.preflight import default_bpf_dir
 from bench import throughput
 from bench.repeat import build_of, effective, matching, pool, pooled_lines, reading
 from bench.throughput import Shape
@@ -70,14 +72,14 @@ def test_a_changed_default_is_a_new_pool() -> None:
     assert [r["margin"] for r in matching(lines, {"bpf_stats_sample": 0.5}, "churn/pods")] == [1.5]
 
 
-def test_build_names_the_objects(tmp_path: Path) -> None:
+def test_build_names_the_objects_the_agent_would_load(tmp_path: Path) -> None:
+    shipped = default_bpf_dir()
     a, b = tmp_path / "a", tmp_path / "b"
-    for d, text in ((a, b"one"), (b, b"two")):
-        d.mkdir()
-        (d / "lifecycle.bpf.o").write_bytes(text)
+    shutil.copytree(shipped, a)
+    shutil.copytree(shipped, b)
+    assert build_of({"bpf_dir": str(a)}) == build_of({}) == build_of({"bpf_dir": str(b)})
+    shutil.copy(shipped / "tcpevents.bpf.o", b / "lifecycle.bpf.o")  # other programs under the same name
     assert build_of({"bpf_dir": str(a)}) != build_of({"bpf_dir": str(b)})
-    (b / "lifecycle.bpf.o").write_bytes(b"one")
-    assert build_of({"bpf_dir": str(a)}) == build_of({"bpf_dir": str(b)})
 
 
 def test_matching_names_a_bad_line() -> None:
