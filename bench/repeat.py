@@ -13,13 +13,12 @@ a standard error of their spread over sqrt(n) and a Student t 95% interval: the 
 
 Every reading is appended to ``--out`` as one JSON line (its windows' req/s included), so an
 interrupted series loses nothing and ``--readings 0`` pools a file again, e.g. readings of several
-sessions.  A reading names what it measured: the agent's effective settings (``--settings`` over the
-defaults of its checkout: a changed default, such as ``bpf_stats_sample`` 0.1 -> 0.02, starts a new pool;
-readings without them never pool), a hash of the programs' objects
-(``build``, bench.build: so readings of older programs never pool with the current ones, while an
-edit of comments alone keeps the build; bpf/Makefile maps the checkout's path out of BTF and DWARF, so
-every clone builds the same bytes) and the window method
-(``throughput.METHOD``; readings without these fields are of method 1 and an unnamed build).
+sessions.  A reading names what it measured, and pools only with readings of the same:
+- ``effective``: the agent's settings, ``--settings`` over the defaults of its checkout, so a changed
+  default (``bpf_stats_sample`` 0.1 -> 0.02) starts a new pool;
+- ``build``: the programs (bench.build: what the kernel runs, so an edit of comments keeps the build;
+  bpf/Makefile maps the checkout's path out of BTF and DWARF, so every clone builds the same bytes);
+- ``method``: the window method (``throughput.METHOD``; readings without it are of method 1).
 
 Usage (root):  python -m bench.repeat [--net pods] [--shape churn] [--readings 10] [--pairs 60]
                [--settings JSON] [--out bench/results/readings.jsonl]
@@ -162,8 +161,7 @@ def main() -> None:
         res = throughput.measure(a.pairs, throughput.WINDOW_S, (a.net,), (a.shape,), settings=a.settings,
                                  log=lambda *x: None, agent_process=False)[name]
         rec = {"load": name, "settings": a.settings, "effective": effective(a.settings), "build": build,
-               "method": throughput.METHOD,
-               "pairs": a.pairs, **stamp(time.monotonic() - t0), **reading(res)}
+               "method": throughput.METHOD, "pairs": a.pairs, **stamp(time.monotonic() - t0), **reading(res)}
         with a.out.open("a") as f:
             f.write(json.dumps(rec) + "\n")
         print(f"reading {i + 1}/{a.readings}: agent {100 * (1 - rec['agent']):.1f}% vs tcpdump "
