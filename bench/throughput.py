@@ -19,7 +19,7 @@ ratios sit within a point of their budgets (an interval shrinks as 1/sqrt(n)).
   after each window; the agent's user space costs about one millicore (measured below) and is left out.
   bpf_stats is on for the first ``bpf_stats_sample`` of each window (0.02: 10 ms of 0.5 s), as the agent
   holds it for that fraction of each poll interval: while on, the kernel reads the clock twice around
-  every program run (~3 points of churn throughput always on, bench/changes.md item 6).  Until item 22
+  every program run (2-3 points of churn throughput always on, bench/changes.md items 6 and 23).  Until item 22
   these windows left it off, so their overhead lacked the agent's share of that (0.1 x then; 0.02 since item 23);
 - ``capture``: ``tcpdump -w /dev/null`` on the interface the traffic crosses, the traditional way to
   see the same traffic.
