@@ -296,19 +296,24 @@ static __always_inline struct home conn_home(const struct sock *sk)
 }
 
 /* Probe `i` of home `h`.  The table is a power of two (the agent's settings
- * check conn_map_size), so the near probes wrap with a mask; the far home is
- * scaled onto it by a multiply and shift (`%` cost a 32-bit div per probe). */
+ * check conn_map_size), so probes wrap with a mask; the far home is scaled
+ * onto it by a multiply and shift (`%` cost a 32-bit div per probe).  The
+ * far probes are a quarter of the table apart, not side by side: sockets of
+ * one slab page fill runs of neighbouring slots from their near homes, and
+ * 4 far probes side by side fell inside such a run about as often as one,
+ * so a 512-slot table with a few dozen connections open lost some to
+ * conn_full in a burst (tests/bpf/test_conn_table.py, 4 runs of 9,
+ * 2026-12-02).  Only a connection whose near probes are all taken comes
+ * here, so their spread costs the common path nothing. */
 static __always_inline struct fl_conn *conn_slot(struct home h, __u32 i)
 {
 	__u32 n = cfg.conn_slots, idx;
 
-	if (i < CONN_NEAR) {
-		idx = (h.near + i) & (n - 1);
-	} else {
-		idx = (((__u64)h.far * n) >> 32) + i - CONN_NEAR;
-		if (idx >= n)
-			idx -= n;
-	}
+	if (i < CONN_NEAR)
+		idx = h.near + i;
+	else
+		idx = (((__u64)h.far * n) >> 32) + (i - CONN_NEAR) * (n >> 2);
+	idx &= n - 1;
 	return bpf_map_lookup_elem(&conns, &idx);
 }
 
