@@ -9,7 +9,7 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.collect.poll import Poller
-from agent.collect.store import EdgeStore
+from agent.collect.store import EdgeStore, scatter_add
 from agent.ebpf import abi
 from agent.export.edges import edge_text, joined
 from agent.identity.base import EXTERNAL, Address, End
@@ -249,3 +249,16 @@ def test_exposition_escapes_labels_and_keeps_udp_to_bytes() -> None:
     assert by_proto[("flowlens_edge_connections_total", "tcp")] == 1
     assert {n for n, proto in by_proto if proto == "udp"} == {"flowlens_edge_sent_bytes_total",
                                                              "flowlens_edge_received_bytes_total"}
+
+
+def test_scatter_add_sums_repeated_rows_as_add_at() -> None:
+    """Keys folded into one series add up; keys of their own series take the fast path: both as
+    np.add.at would (uint64, wrapping)."""
+    rng = np.random.default_rng(7)
+    vals = rng.integers(0, 2**63, (3000, abi.VAL_WORDS), dtype=np.uint64)
+    for index in (rng.permutation(5000)[:3000], rng.integers(0, 40, 3000)):
+        want = rng.integers(0, 2**63, (5000, abi.VAL_WORDS), dtype=np.uint64)
+        got = want.copy()
+        np.add.at(want, index, vals)
+        scatter_add(got, index, vals)
+        assert (got == want).all()
