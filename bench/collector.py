@@ -19,6 +19,12 @@ table gives the least and the median, the budgets the least, as timeit does: on 
 took 78 ms in one run and 141 ms in the next, and a busy neighbour only ever adds time.  RSS is the
 peak (VmHWM) after polls and scrapes.
 
+How fast the host ran a child is in its ``reference`` column: the least of 5 CPU times of a fixed piece
+of Python (:func:`reference`, never to be changed or optimised), a loop and the formatting and splicing
+of numbers and label text that a poll and a render are made of.  The same code's figures moved 1.6-1.9x
+from one day to the next on this VM (bench/changes.md item 23); a reference that moved with them says
+the host did, not the agent.
+
 Part of any RSS is file-backed: the pages of the shared libraries (numpy's, libpython's) mapped into the
 process, and how many get mapped depends on how those files sit in the page cache, not on the agent.
 On this kernel (6.18, ext4) a file written in large chunks, as pip writes a wheel's files, is cached in
@@ -110,6 +116,17 @@ def cpu_ms(fn: object) -> float:
     return (time.process_time() - t) * 1000
 
 
+def reference() -> None:
+    """The fixed workload of the ``reference`` column (module doc): do not change it, or older tables
+    cannot be compared.  A 10^6-step Python loop, 100k integers formatted by one ``bytes %``, and 220 B
+    of label text spliced into each of 100k lines (~22 MB)."""
+    s = 0
+    for i in range(1_000_000):
+        s += i
+    body = (b"m{\0} %d\n" * 100_000) % tuple(range(100_000))
+    body.replace(b"\0", b'label="value",' * 16)
+
+
 def median_key(name: str) -> str:
     """Key of the median beside a least-of-5 key: poll_ms -> poll_median_ms."""
     return name.replace("_ms", "_median_ms")
@@ -165,6 +182,7 @@ def one(n: int, identity: str, kubeconfig: str) -> dict[str, Any]:
         s = Settings.model_validate({**common, "kubeconfig": kubeconfig, "node_name": "bench-node"})
     else:
         s = Settings.model_validate({**common, "identity": "standalone", "names": names(n)})
+    ref = [cpu_ms(reference) for _ in range(5)]
     agent = Agent(s)
     try:
         if agent.watches:
@@ -189,6 +207,7 @@ def one(n: int, identity: str, kubeconfig: str) -> dict[str, Any]:
         trim()
         return {"identity": identity, "edges": n, "series": len(agent.store), "samples": lines, "first_ms": first,
                 **least("poll_ms", steady), **least("render_ms", render), **least("scrape_ms", scrape),
+                **least("ref_ms", ref),
                 "rss_mb": rss_mb(),
                 "rss_now_mb": rss_mb("VmRSS"),
                 "rss_file_mb": rss_mb("RssFile"),
@@ -207,8 +226,9 @@ def file_backed(r: dict[str, Any]) -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     out = ["| identity | edges | series | samples | first poll CPU ms | steady poll CPU ms | /metrics render CPU ms "
-           "| scrape served CPU ms | /metrics MB | peak RSS MB | RSS after scrape MB | of which file-backed MB |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "| scrape served CPU ms | /metrics MB | peak RSS MB | RSS after scrape MB | of which file-backed MB "
+           "| reference CPU ms |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def cell(r: dict[str, Any], name: str, fmt: str) -> str:
         """least (median) of the 5 runs"""
@@ -216,9 +236,11 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         out.append(f"| {r['identity']} | {r['edges']:,} | {r['series']:,} | {r['samples']:,} | {r['first_ms']:.0f} | "
                    f"{cell(r, 'poll_ms', '.1f')} | {cell(r, 'render_ms', '.0f')} | {cell(r, 'scrape_ms', '.0f')} | "
-                   f"{r['bytes'] / 1e6:.1f} | {r['rss_mb']:.0f} | {r['rss_now_mb']:.0f} | {file_backed(r)} |")
+                   f"{r['bytes'] / 1e6:.1f} | {r['rss_mb']:.0f} | {r['rss_now_mb']:.0f} | {file_backed(r)} | "
+                   f"{cell(r, 'ref_ms', '.0f') if 'ref_ms' in r else 'n/a'} |")
     out += ["", "CPU columns: least (median) of 5 runs.  File-backed: shared libraries' pages, as many as the page "
-            "cache maps in (see bench/collector.py); not measured before 2026-12-02."]
+            "cache maps in (see bench/collector.py); not measured before 2026-12-02.  Reference: the host's speed "
+            "in that child, a fixed workload (see bench/collector.py); not measured before 2026-12-02 14:00 UTC."]
     return "\n".join(out)
 
 
