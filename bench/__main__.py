@@ -57,10 +57,11 @@ def machine() -> str:
 
 
 def stamp(seconds: float) -> dict[str, Any]:
-    """When and on what code a part was measured."""
+    """When and on what code a part was measured.  "+changes": tracked files differ from the commit,
+    bench/results aside (a run's own output, left changed by the run before)."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                           text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"],
+                           capture_output=True, text=True).stdout.strip()
     return {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "commit": (head or "?") + ("+changes" if dirty else ""),
             "kernel": platform.release(), "seconds": round(seconds)}
 
