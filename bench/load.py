@@ -152,15 +152,10 @@ def rate(out: str) -> float:
     return float(m.group(1))
 
 
-def wrk(net: Net, port: int, shape: str, seconds: int) -> float:
-    """Requests per second of one wrk run of ``seconds``."""
-    return rate(subprocess.run(wrk_cmd(net, port, shape, seconds), capture_output=True, text=True, check=True).stdout)
-
-
 @contextmanager
 def running(net: Net, port: int, shape: str) -> Iterator[None]:
     """wrk loading nginx for the whole block (stopped with SIGINT, on which it prints its summary; checked
-    as :func:`wrk` checks a run), so windows are counted on one load that never stops or ramps up."""
+    by :func:`rate`), so windows are counted on one load that never stops or ramps up."""
     proc = subprocess.Popen(wrk_cmd(net, port, shape, 3600), stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(0.5)  # let the 16 connections ramp up before the first window

@@ -25,7 +25,10 @@ ratios sit within a point of their budgets (an interval shrinks as 1/sqrt(n)).
   see the same traffic.
 
 The ratio of a mode is its requests/s over ``off`` in the same triple, so drift cancels; the result is
-the median over triples.  Then the agent itself runs once per load (one 5 s window): its CPU (on-CPU
+the median over triples.  Then the agent itself runs once per load (one 5 s window, on the same
+continuous load: a wrk started for the window opened 16 connections at its start and reset them at its
+end, and when the agent's bpf_stats sample fell on those, a persistent load read ~1,200 transitions/s
+at ~300 ns, a per-event verdict on a load that makes none): its CPU (on-CPU
 time of all its threads, /proc/<pid>/task/*/schedstat, in millicores), its peak RSS (VmHWM) and the
 per-program ``run_time_ns / run_cnt`` from its own ``flowlens_agent_bpf_*`` metrics (events/s over
 ``flowlens_agent_bpf_sampled_seconds_total``, the time bpf_stats was on).  wrk's one thread is the
@@ -195,24 +198,24 @@ def sampled(s: Sample) -> float:
     return s.get(("flowlens_agent_bpf_sampled_seconds_total", frozenset()), 0.0)
 
 
-def run_agent(net: load.Net, port: int, shape: str, seconds: int, out: Shape, settings: dict[str, Any]) -> float:
-    """wrk's req/s with the agent (``settings`` over its defaults) running; the agent's costs into ``out``."""
+def run_agent(served: Callable[[], int], seconds: int, out: Shape, settings: dict[str, Any]) -> float:
+    """The load's req/s with the agent (``settings`` over its defaults) running; its costs into ``out``."""
     with tempfile.TemporaryDirectory(prefix="flowlens-bench-agent-") as d:
         agent = AgentProc(Path(d), settings).start()
         try:
-            return agent_window(agent, net, port, shape, seconds, out)
+            return agent_window(agent, served, seconds, out)
         finally:
             agent.stop()
 
 
-def agent_window(agent: AgentProc, net: load.Net, port: int, shape: str, seconds: int, out: Shape) -> float:
+def agent_window(agent: AgentProc, served: Callable[[], int], seconds: int, out: Shape) -> float:
     assert agent.proc is not None
     pid = agent.proc.pid
     s0 = agent.samples()
     cpu0 = task_cpu(pid)
     t0 = time.monotonic()
     with stolen(out.agent_steal):
-        rps = load.wrk(net, port, shape, seconds)
+        rps = counted(served, seconds)
     cpu, wall = cpu_seconds(cpu0, task_cpu(pid)), time.monotonic() - t0
     s1 = agent.samples()
     out.millicores.append(1000 * cpu / wall)
@@ -252,15 +255,16 @@ def measure(pairs: int, seconds: float, nets: tuple[str, ...] = load.NETS, shape
                 served = partial(load.served, Path(d))
                 for shape in shapes:
                     res = results[f"{shape}/{name}"] = Shape()
-                    with load.running(net, port, shape), stolen(res.steal):
-                        for i in range(triples(pairs, shape)):
-                            # forward, then backward: a drift across a triple cancels over two
-                            for mode in modes if i % 2 == 0 else modes[::-1]:
-                                res.rps[mode].append(window(ld, net, served, seconds, mode,
-                                                            agent_settings.bpf_stats_sample))
-                    log(f"  {shape}/{name}: " + ", ".join(f"{m}/off {res.ratio(m):.3f}" for m in modes[1:]))
-                    if agent_process and "agent" in modes:
-                        run_agent(net, port, shape, 5, res, settings)
+                    with load.running(net, port, shape):
+                        with stolen(res.steal):
+                            for i in range(triples(pairs, shape)):
+                                # forward, then backward: a drift across a triple cancels over two
+                                for mode in modes if i % 2 == 0 else modes[::-1]:
+                                    res.rps[mode].append(window(ld, net, served, seconds, mode,
+                                                                agent_settings.bpf_stats_sample))
+                        log(f"  {shape}/{name}: " + ", ".join(f"{m}/off {res.ratio(m):.3f}" for m in modes[1:]))
+                        if agent_process and "agent" in modes:
+                            run_agent(served, 5, res, settings)
     finally:
         ld.close()
     return results
