@@ -269,8 +269,9 @@ static __always_inline void hist_add(__u64 *hist, __u64 us)
  * their runs of taken slots would otherwise push each other past the last
  * probe.
  */
-#define CONN_PROBES 8
 #define CONN_NEAR 4
+#define CONN_FAR_SHIFT 3 /* 8 far probes, an eighth of the table apart */
+#define CONN_PROBES (CONN_NEAR + (1 << CONN_FAR_SHIFT))
 
 struct home {
 	__u32 near, far;
@@ -298,13 +299,20 @@ static __always_inline struct home conn_home(const struct sock *sk)
 /* Probe `i` of home `h`.  The table is a power of two (the agent's settings
  * check conn_map_size), so probes wrap with a mask; the far home is scaled
  * onto it by a multiply and shift (`%` cost a 32-bit div per probe).  The
- * far probes are a quarter of the table apart, not side by side: sockets of
- * one slab page fill runs of neighbouring slots from their near homes, and
- * 4 far probes side by side fell inside such a run about as often as one,
- * so a 512-slot table with a few dozen connections open lost some to
+ * far probes are spread over the table, not side by side: sockets of one
+ * slab page fill runs of neighbouring slots from their near homes, and 4
+ * far probes side by side fell inside such a run about as often as one, so
+ * a 512-slot table with a few dozen connections open lost some to
  * conn_full in a burst (tests/bpf/test_conn_table.py, 4 runs of 9,
- * 2026-12-02).  Only a connection whose near probes are all taken comes
- * here, so their spread costs the common path nothing. */
+ * 2026-12-02).  Spread a quarter apart, that test still lost 1-6
+ * connections in 1 of 13-30 runs: each time the table was 60% full of
+ * live connections (bpf_printk in conn_full: 310 of 512 slots held by
+ * server sockets in LAST_ACK, waiting for the client's last ACK), and
+ * near homes of consecutive sockets sit in runs, so all 4 near probes were
+ * taken and then 4 far ones at 0.6^4 = 13%; 8 far probes make that 1.7%.
+ * Only a connection whose near probes are all taken comes here, and a
+ * CLOSE of a socket without a slot, so their number costs the common path
+ * nothing. */
 static __always_inline struct fl_conn *conn_slot(struct home h, __u32 i)
 {
 	__u32 n = cfg.conn_slots, idx;
@@ -312,7 +320,7 @@ static __always_inline struct fl_conn *conn_slot(struct home h, __u32 i)
 	if (i < CONN_NEAR)
 		idx = h.near + i;
 	else
-		idx = (((__u64)h.far * n) >> 32) + (i - CONN_NEAR) * (n >> 2);
+		idx = (((__u64)h.far * n) >> 32) + (i - CONN_NEAR) * (n >> CONN_FAR_SHIFT);
 	idx &= n - 1;
 	return bpf_map_lookup_elem(&conns, &idx);
 }
